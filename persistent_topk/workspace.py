@@ -1,0 +1,94 @@
+"""Scratch memory for the top-k kernel (SPEC §6).
+
+One zero-initialised byte buffer per Workspace holds everything the kernel needs between CTAs: the
+work-queue counters (which reset themselves at the end of every launch, so a captured CUDA graph needs
+no memset node), per-row arrival counters for rows split across CTAs, and the candidate lists those
+CTAs hand to the one that finishes the row. Its size comes from the kernel's own layout
+(csrc/dispatch.cuh, WorkspaceLayout), so Python never duplicates the arithmetic.
+
+A workspace serves one stream at a time: two launches running concurrently on one workspace would
+share its counters.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+
+from . import _backend
+
+
+class Workspace:
+    """Scratch memory sized for calls of at most ``max_rows`` rows of ``max_stride`` columns and top-``k``.
+
+    Args:
+        device: the CUDA device the kernel runs on.
+        max_rows: largest number of logits rows a call will pass.
+        max_stride: largest logits width (columns per row, SPEC's "stride").
+        k: largest k a call will ask for.
+
+    ``lock()`` after CUDA-graph capture: from then on a call that needs more raises instead of
+    reallocating (a reallocation would leave the captured graph pointing at freed memory).
+    """
+
+    def __init__(self, device, max_rows: int, max_stride: int, k: int = 2048):
+        for name, value in (("max_rows", max_rows), ("max_stride", max_stride), ("k", k)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"Workspace: {name} must be an int, got {type(value).__name__}")
+            if value < (1 if name == "k" else 0):
+                raise ValueError(f"Workspace: {name} must be >= {1 if name == 'k' else 0}, got {value}")
+        self.device = torch.device(device)
+        if self.device.type != "cuda":
+            raise ValueError(f"Workspace: device must be a CUDA device, got {self.device}")
+        if self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.max_rows, self.max_stride, self.k = max_rows, max_stride, k
+        self.locked = False
+        self.buffer = torch.zeros(_backend.workspace_bytes(max_rows, max_stride, k), dtype=torch.uint8,
+                                  device=self.device)
+
+    @property
+    def nbytes(self) -> int:
+        return self.buffer.numel()
+
+    def lock(self) -> "Workspace":
+        """Forbid growth from now on (call after capturing the graphs that use this workspace)."""
+        self.locked = True
+        return self
+
+    def fits(self, rows: int, stride: int, k: int) -> bool:
+        return rows <= self.max_rows and stride <= self.max_stride and k <= self.k
+
+    def ensure(self, rows: int, stride: int, k: int) -> torch.Tensor:
+        """The buffer, grown first if a call of this shape needs more (never once locked)."""
+        if self.fits(rows, stride, k):
+            return self.buffer
+        need = f"rows={rows}, stride={stride}, k={k}"
+        have = f"max_rows={self.max_rows}, max_stride={self.max_stride}, k={self.k}"
+        if self.locked:
+            raise RuntimeError(f"workspace: this call needs {need} but the locked workspace was sized for {have}; "
+                               "size the Workspace for the largest call before capturing graphs")
+        if torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(f"workspace: this call needs {need} but the workspace was sized for {have}, and it "
+                               "cannot grow during CUDA-graph capture; pass a large enough Workspace(...)")
+        self.__init__(self.device, max(rows, self.max_rows), max(stride, self.max_stride), max(k, self.k))
+        return self.buffer
+
+
+_default: Dict[torch.device, Workspace] = {}
+
+
+def default_workspace(device: torch.device, rows: int, stride: int, k: int) -> Workspace:
+    """The per-device workspace used when a call passes none; grown on demand (eager mode only)."""
+    device = torch.device(device)
+    if device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    ws: Optional[Workspace] = _default.get(device)
+    if ws is None:
+        if torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("workspace: no default workspace exists yet for "
+                               f"{device} and none can be allocated during CUDA-graph capture; run the op once "
+                               "before capture or pass workspace=Workspace(...)")
+        ws = _default[device] = Workspace(device, rows, stride, k)
+    ws.ensure(rows, stride, k)
+    return ws
