@@ -1,0 +1,191 @@
+// Block-level primitives shared by every path: exact radix threshold search, emission in index order,
+// and the small sort behind sorted=True. Each works on any "key source" (a functor i -> key), so the
+// same code selects from shared memory (medium rows, chunks, merges) and from global memory (long rows).
+#pragma once
+#include <cstdint>
+#include <cub/block/block_scan.cuh>
+
+#include "keys.cuh"
+
+namespace persistent_topk {
+
+// The exact selection of one list, once found: every key whose top `bits` bits exceed `prefix` is
+// selected, and of the keys whose top bits equal it, the first `need` in index order. When all
+// significant bits are decided the prefix is the pivot key itself; the search also stops early when
+// the whole threshold bin is selected, which this form expresses without knowing the pivot.
+struct Threshold {
+  uint32_t prefix;
+  int bits;
+  int need;
+  __device__ __forceinline__ uint32_t mask() const { return bits ? (~0u << (32 - bits)) : 0u; }
+};
+
+template <int kThreads>
+struct BlockSelect {
+  static constexpr int kWarps = kThreads / 32;
+  // 11-bit digits: three passes cover a 32-bit key (11 + 11 + 10) and one pass usually leaves a
+  // threshold bin small enough that the second finishes; 2048 bins cost 8 KB of shared memory.
+  static constexpr int kDigitBits = 11;
+  static constexpr int kBins = 1 << kDigitBits;
+  static constexpr int kBinsPerThread = kBins / kThreads;
+  static_assert(kBins % kThreads == 0, "each thread owns a whole number of histogram bins");
+  // The first pass always takes the top digit, so loads can count it while they fill shared memory.
+  static constexpr int kFirstShift = 32 - kDigitBits;
+
+  using Scan = cub::BlockScan<uint32_t, kThreads>;
+
+  struct TempStorage {
+    uint32_t hist[kBins];
+    typename Scan::TempStorage scan;
+    uint32_t warp_above[kWarps];
+    uint32_t warp_at[kWarps];
+    uint32_t digit, count_above, count_at;
+  };
+
+  __device__ __forceinline__ static void zero_histogram(TempStorage& ts) {
+    for (int b = threadIdx.x; b < kBins; b += kThreads) ts.hist[b] = 0;
+  }
+
+  __device__ __forceinline__ static void count_first_digit(TempStorage& ts, uint32_t key) {
+    atomicAdd(&ts.hist[key >> kFirstShift], 1u);
+  }
+
+  // One histogram pass over the keys that match the decided prefix.
+  template <class KeyAt>
+  __device__ static void count_digits(TempStorage& ts, int n, const KeyAt& key_at, const Threshold& t, int shift,
+                                      uint32_t digit_mask) {
+    const uint32_t mask = t.mask();
+    for (int i = threadIdx.x; i < n; i += kThreads) {
+      const uint32_t key = key_at(i);
+      if ((key & mask) == t.prefix) atomicAdd(&ts.hist[(key >> shift) & digit_mask], 1u);
+    }
+  }
+
+  // The digit whose bin holds the need-th largest key: bins are walked from the top, each thread
+  // owning kBinsPerThread consecutive ones, and a block scan of the per-thread sums tells each thread
+  // how many keys lie above its bins. Exactly one thread sees the running count cross `need`.
+  __device__ static void find_digit(TempStorage& ts, int need) {
+    const int top = kBins - kBinsPerThread * static_cast<int>(threadIdx.x) - 1;
+    uint32_t counts[kBinsPerThread];
+    uint32_t sum = 0;
+#pragma unroll
+    for (int j = 0; j < kBinsPerThread; ++j) {
+      counts[j] = ts.hist[top - j];
+      sum += counts[j];
+    }
+    uint32_t running;
+    Scan(ts.scan).ExclusiveSum(sum, running);
+#pragma unroll
+    for (int j = 0; j < kBinsPerThread; ++j) {
+      if (running < static_cast<uint32_t>(need) && running + counts[j] >= static_cast<uint32_t>(need)) {
+        ts.digit = static_cast<uint32_t>(top - j);
+        ts.count_above = running;
+        ts.count_at = counts[j];
+      }
+      running += counts[j];
+    }
+    __syncthreads();
+  }
+
+  // Exact threshold for the top m of n keys. On entry ts.hist holds the first digit's counts over all
+  // n keys (the loads fill it); later passes re-read the keys through key_at.
+  template <class KeyAt>
+  __device__ static Threshold refine(TempStorage& ts, int n, const KeyAt& key_at, int m, int significant_bits) {
+    Threshold t{0u, 0, m};
+    if (m >= n) return t;  // everything is selected: a zero-bit prefix that all n keys share
+    for (;;) {
+      const int width = min(kDigitBits, significant_bits - t.bits);
+      const int shift = 32 - t.bits - width;
+      find_digit(ts, t.need);
+      const uint32_t digit = ts.digit, above = ts.count_above, at = ts.count_at;
+      t.need -= static_cast<int>(above);
+      t.prefix |= digit << shift;
+      t.bits += width;
+      if (at == static_cast<uint32_t>(t.need) || t.bits >= significant_bits) break;
+      __syncthreads();  // every thread has read digit/count_* before the next pass overwrites hist
+      zero_histogram(ts);
+      __syncthreads();
+      const int next_width = min(kDigitBits, significant_bits - t.bits);
+      count_digits(ts, n, key_at, t, 32 - t.bits - next_width, (1u << next_width) - 1u);
+      __syncthreads();
+    }
+    __syncthreads();  // ts.digit/count_* may be reused by the caller's next search
+    return t;
+  }
+
+  // Emit the selection in ascending index order: each warp owns a contiguous span of the list, counts
+  // what it selects, learns how much the warps before it select, then walks its span again writing
+  // sink.put(position, index_of(i), key). Positions are dense in [0, m).
+  template <class KeyAt, class IndexOf, class Sink>
+  __device__ static void emit(TempStorage& ts, int n, const KeyAt& key_at, const IndexOf& index_of,
+                              const Threshold& t, Sink& sink) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int span = ((n + kWarps - 1) / kWarps + 31) & ~31;
+    const int lo = min(n, warp * span), hi = min(n, lo + span);
+    const uint32_t mask = t.mask();
+
+    uint32_t above = 0, at = 0;
+    for (int i = lo + lane; i < hi; i += 32) {
+      const uint32_t masked = key_at(i) & mask;
+      above += masked > t.prefix;
+      at += masked == t.prefix;
+    }
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) {
+      above += __shfl_xor_sync(0xFFFFFFFFu, above, offset);
+      at += __shfl_xor_sync(0xFFFFFFFFu, at, offset);
+    }
+    if (lane == 0) {
+      ts.warp_above[warp] = above;
+      ts.warp_at[warp] = at;
+    }
+    __syncthreads();
+    uint32_t above_before = 0, at_before = 0;
+    for (int w = 0; w < warp; ++w) {
+      above_before += ts.warp_above[w];
+      at_before += ts.warp_at[w];
+    }
+    const uint32_t need = static_cast<uint32_t>(t.need);
+    const uint32_t lanes_below = (1u << lane) - 1u;
+    for (int base = lo; base < hi; base += 32) {
+      const int i = base + lane;
+      uint32_t key = 0;
+      bool is_above = false, is_at = false;
+      if (i < hi) {
+        key = key_at(i);
+        is_above = (key & mask) > t.prefix;
+        is_at = (key & mask) == t.prefix;
+      }
+      const uint32_t above_lanes = __ballot_sync(0xFFFFFFFFu, is_above);
+      const uint32_t at_lanes = __ballot_sync(0xFFFFFFFFu, is_at);
+      const uint32_t my_above = above_before + __popc(above_lanes & lanes_below);
+      const uint32_t my_at = at_before + __popc(at_lanes & lanes_below);
+      if (is_above) sink.put(static_cast<int>(my_above + min(my_at, need)), index_of(i), key);
+      if (is_at && my_at < need) sink.put(static_cast<int>(my_above + my_at), index_of(i), key);
+      above_before += __popc(above_lanes);
+      at_before += __popc(at_lanes);
+    }
+    __syncthreads();  // the sink's writes are visible to the whole block; ts.warp_* free for reuse
+  }
+
+  // Ascending bitonic sort of `count` (a power of two) 64-bit words in shared memory.
+  __device__ static void bitonic_sort(uint64_t* words, int count) {
+    for (int size = 2; size <= count; size <<= 1) {
+      for (int stride = size >> 1; stride > 0; stride >>= 1) {
+        for (int i = threadIdx.x; i < count / 2; i += kThreads) {
+          const int lo = 2 * i - (i & (stride - 1));
+          const int hi = lo + stride;
+          const bool ascending = (lo & size) == 0;
+          const uint64_t a = words[lo], b = words[hi];
+          if ((a > b) == ascending) {
+            words[lo] = b;
+            words[hi] = a;
+          }
+        }
+        __syncthreads();
+      }
+    }
+  }
+};
+
+}  // namespace persistent_topk

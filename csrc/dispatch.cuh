@@ -1,0 +1,291 @@
+// The dispatch layer: tuning policy, the row windows of each op, the per-row path choice, the
+// workspace layout, the work queue, and the persistent kernel that ties them together.
+//
+// One launch, grid fixed by (device, occupancy), never by the lengths: the same launch serves any
+// lengths <= stride and can be captured in a CUDA graph once. CTAs take work items from an atomic
+// counter until none is left; every row's path is chosen on the device from its own length.
+#pragma once
+#include <cstdint>
+#include <cub/block/block_scan.cuh>
+
+#include "block_select.cuh"
+#include "keys.cuh"
+#include "topk_medium.cuh"
+#include "topk_radix_large.cuh"
+#include "topk_small.cuh"
+
+namespace persistent_topk {
+
+// Every tuning constant, with its reason.
+struct Policy {
+  // 16 warps per CTA: enough to keep the shared-memory passes busy, few enough that two CTAs share an
+  // SM (one loading from HBM while the other runs its passes out of shared memory).
+  static constexpr int kThreads = 512;
+  static constexpr int kMinBlocksPerSM = 2;
+  // Keys a CTA holds in shared memory: 24K x 4 B = 96 KB; with the 8 KB histogram and scan storage two
+  // CTAs fit in Hopper's 227 KB. Rows up to this length are read once; longer rows are split into
+  // chunks of at most this many columns, and a split row's candidates must fit here too.
+  static constexpr int kSmemKeys = 24576;
+  // Chunk lengths are rounded to this many columns so every chunk starts 16-byte aligned whenever the
+  // row does (16 covers 4-byte and 2-byte logits).
+  static constexpr int kChunkAlign = 16;
+  // sorted=True sorts the selection in the keys buffer as 64-bit words, padded to a power of two.
+  static constexpr int kMaxSortedK = 8192;
+  static_assert(kMaxSortedK * 2 <= kSmemKeys, "the sorted selection fits the keys buffer");
+  // Rows are grouped for the item map: at most this many groups, one per thread of the block scan.
+  static constexpr int kMaxItemGroups = kThreads;
+};
+
+enum WindowMode : int { kWindowLengths = 0, kWindowDecode = 1, kWindowPrefill = 2 };
+
+struct Params {
+  const void* logits;
+  int64_t row_pitch;  // elements between rows: logits.stride(0), not the width (vLLM #42169)
+  int rows;
+  int stride;  // columns per row (SPEC's stride): lengths are clamped to it
+  const int32_t* bounds;      // lengths, seq_lens or row_ends (see WindowMode)
+  const int32_t* row_starts;  // kWindowPrefill only
+  int window_mode;
+  int next_n;
+  int k;
+  int by_value;  // sorted=True
+  const int32_t* page_table;  // null unless the page-table transform is fused
+  int64_t page_table_pitch;
+  int page_size;
+  int32_t* out;
+  void* values;  // null unless values are wanted
+  // Workspace (WorkspaceLayout)
+  uint32_t* queue;  // [0]: next work item, [1]: CTAs finished; both 0 between launches
+  uint32_t* arrivals;  // [rows]: chunks of the row finished; 0 between launches
+  uint32_t* candidate_keys;  // [rows * candidates_per_row]
+  int32_t* candidate_columns;
+  int64_t candidates_per_row;
+};
+
+// Row r's valid window [start, start + n) of its logits row, clamped to [0, stride) as SPEC §3 says:
+// negative lengths are empty rows, lengths past the row end are cut. 64-bit arithmetic so that no
+// bound a caller passes can overflow.
+struct RowWindow {
+  int start;
+  int n;
+};
+
+__device__ __forceinline__ RowWindow row_window(const Params& p, int r) {
+  int64_t start = 0, length;
+  if (p.window_mode == kWindowDecode) {
+    length = static_cast<int64_t>(p.bounds[r / p.next_n]) - p.next_n + (r % p.next_n) + 1;
+  } else if (p.window_mode == kWindowPrefill) {
+    start = p.row_starts[r];
+    start = start < 0 ? 0 : (start > p.stride ? p.stride : start);
+    length = static_cast<int64_t>(p.bounds[r]) - p.row_starts[r];
+  } else {
+    length = p.bounds[r];
+  }
+  length = length < 0 ? 0 : length;
+  length = length > p.stride - start ? p.stride - start : length;
+  return RowWindow{static_cast<int>(start), static_cast<int>(length)};
+}
+
+enum class RowPath { kShort, kMedium, kSplit, kGlobal };
+
+struct RowPlan {
+  RowPath path;
+  SplitGeometry split;  // kSplit only
+};
+
+// The per-row path choice, a pure function of (n, k, sorted) shared by the host (workspace sizing)
+// and the device.
+__host__ __device__ inline RowPlan plan_row(int n, int k, bool by_value) {
+  if (n <= k && !by_value) return RowPlan{RowPath::kShort, {1, n}};
+  if (n <= Policy::kSmemKeys) return RowPlan{RowPath::kMedium, {1, n}};
+  int chunks = (n + Policy::kSmemKeys - 1) / Policy::kSmemKeys;
+  int chunk_len = (n + chunks - 1) / chunks;
+  chunk_len = (chunk_len + Policy::kChunkAlign - 1) / Policy::kChunkAlign * Policy::kChunkAlign;
+  chunks = (n + chunk_len - 1) / chunk_len;
+  const int64_t slot = k < chunk_len ? k : chunk_len;
+  if (chunks * slot <= Policy::kSmemKeys) return RowPlan{RowPath::kSplit, {chunks, chunk_len}};
+  return RowPlan{RowPath::kGlobal, {1, n}};
+}
+
+// Byte offsets of the workspace's parts, each 256-byte aligned.
+struct WorkspaceLayout {
+  static constexpr int64_t kAlign = 256;
+  int64_t arrivals_offset, candidate_keys_offset, candidate_columns_offset, candidates_per_row, bytes;
+
+  static int64_t align(int64_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
+
+  // Candidate room per row: a split row never has more than kSmemKeys candidates, and only rows
+  // longer than kSmemKeys can split.
+  static WorkspaceLayout make(int64_t rows, int64_t stride) {
+    WorkspaceLayout layout;
+    layout.candidates_per_row = stride > Policy::kSmemKeys ? Policy::kSmemKeys : 0;
+    layout.arrivals_offset = kAlign;  // the queue counters live in the first 256 bytes
+    layout.candidate_keys_offset = layout.arrivals_offset + align(rows * 4);
+    layout.candidate_columns_offset = layout.candidate_keys_offset + align(rows * layout.candidates_per_row * 4);
+    layout.bytes = layout.candidate_columns_offset + align(rows * layout.candidates_per_row * 4);
+    return layout;
+  }
+};
+
+// Work items: one per row, plus one per extra chunk of every split row. Extra chunks come first, so
+// the long rows' pieces start before the short rows (a first step towards longest-first), then item
+// extra_items + r is row r (its chunk 0 when split). The map is rebuilt by every CTA from the lengths
+// at the start of the launch (a few KB read from L2), so no helper kernel runs before this one.
+template <int kThreads>
+struct WorkItems {
+  static constexpr int kWarps = kThreads / 32;
+  static constexpr int kMaxGroups = Policy::kMaxItemGroups;
+  using Scan = cub::BlockScan<uint32_t, kThreads>;
+
+  struct TempStorage {
+    uint32_t group_first[kMaxGroups + 1];  // first extra item of each group of rows_per_group rows
+    typename Scan::TempStorage scan;
+    int rows_per_group, groups;
+    uint32_t item;
+    int row, chunk;
+  };
+
+  __device__ __forceinline__ static int extra_chunks(const Params& p, int r) {
+    const RowPlan plan = plan_row(row_window(p, r).n, p.k, p.by_value != 0);
+    return plan.path == RowPath::kSplit ? plan.split.chunks - 1 : 0;
+  }
+
+  __device__ static uint32_t build(const Params& p, TempStorage& ts) {
+    const int per_group = 32 * ((p.rows + 32 * kMaxGroups - 1) / (32 * kMaxGroups));
+    const int groups = (p.rows + per_group - 1) / per_group;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    for (int g = warp; g < groups; g += kWarps) {
+      uint32_t count = 0;
+      for (int r = g * per_group + lane; r < min(p.rows, (g + 1) * per_group); r += 32) count += extra_chunks(p, r);
+#pragma unroll
+      for (int offset = 16; offset > 0; offset >>= 1) count += __shfl_xor_sync(0xFFFFFFFFu, count, offset);
+      if (lane == 0) ts.group_first[g] = count;
+    }
+    __syncthreads();
+    const uint32_t mine = threadIdx.x < groups ? ts.group_first[threadIdx.x] : 0u;
+    uint32_t first, total;
+    Scan(ts.scan).ExclusiveSum(mine, first, total);
+    __syncthreads();
+    if (threadIdx.x < groups) ts.group_first[threadIdx.x] = first;
+    if (threadIdx.x == 0) {
+      ts.group_first[groups] = total;
+      ts.rows_per_group = per_group;
+      ts.groups = groups;
+    }
+    __syncthreads();
+    return total;
+  }
+
+  // Extra item e -> (row, chunk >= 1), found by warp 0: binary search for the group, then a warp
+  // scan over the group's rows. Result in ts.row/ts.chunk after the caller's __syncthreads().
+  __device__ static void find_extra(const Params& p, TempStorage& ts, uint32_t e) {
+    if (threadIdx.x >= 32) return;
+    const int lane = threadIdx.x;
+    int lo = 0, hi = ts.groups;  // last g with group_first[g] <= e
+    while (hi - lo > 1) {
+      const int mid = (lo + hi) / 2;
+      if (ts.group_first[mid] <= e) lo = mid; else hi = mid;
+    }
+    uint32_t before = ts.group_first[lo];
+    const int end = min(p.rows, (lo + 1) * ts.rows_per_group);
+    for (int base = lo * ts.rows_per_group; base < end; base += 32) {
+      const int r = base + lane;
+      const uint32_t mine = r < end ? static_cast<uint32_t>(extra_chunks(p, r)) : 0u;
+      uint32_t inclusive = mine;
+#pragma unroll
+      for (int offset = 1; offset < 32; offset <<= 1) {
+        const uint32_t other = __shfl_up_sync(0xFFFFFFFFu, inclusive, offset);
+        if (lane >= offset) inclusive += other;
+      }
+      const uint32_t exclusive = before + inclusive - mine;
+      if (mine != 0 && exclusive <= e && e < exclusive + mine) {
+        ts.row = r;
+        ts.chunk = 1 + static_cast<int>(e - exclusive);
+      }
+      before += __shfl_sync(0xFFFFFFFFu, inclusive, 31);
+    }
+  }
+};
+
+template <typename T>
+__device__ __forceinline__ RowSink<T> row_sink(const Params& p, int r, const RowWindow& w) {
+  RowSink<T> sink;
+  sink.out = p.out + static_cast<int64_t>(r) * p.k;
+  sink.values = p.values ? static_cast<T*>(p.values) + static_cast<int64_t>(r) * p.k : nullptr;
+  sink.row = static_cast<const T*>(p.logits) + static_cast<int64_t>(r) * p.row_pitch + w.start;
+  sink.page_table = p.page_table ? p.page_table + static_cast<int64_t>(r) * p.page_table_pitch : nullptr;
+  sink.page_size = p.page_size;
+  sink.raw = p.by_value != 0;
+  return sink;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) persistent_topk_kernel(Params p) {
+  constexpr int kThreads = Policy::kThreads;
+  using Select = BlockSelect<kThreads>;
+  using Items = WorkItems<kThreads>;
+  extern __shared__ uint4 dynamic_smem[];
+  uint32_t* keys = reinterpret_cast<uint32_t*>(dynamic_smem);  // [Policy::kSmemKeys]
+  __shared__ typename Select::TempStorage select_storage;
+  __shared__ typename Items::TempStorage item_storage;
+  __shared__ uint32_t is_last_chunk;
+
+  const uint32_t extra_items = Items::build(p, item_storage);
+  const uint32_t total_items = extra_items + static_cast<uint32_t>(p.rows);
+
+  for (;;) {
+    if (threadIdx.x == 0) item_storage.item = atomicAdd(&p.queue[0], 1u);
+    __syncthreads();
+    const uint32_t item = item_storage.item;
+    if (item >= total_items) break;
+    int r, chunk = 0;
+    if (item < extra_items) {
+      Items::find_extra(p, item_storage, item);
+      __syncthreads();
+      r = item_storage.row;
+      chunk = item_storage.chunk;
+    } else {
+      r = static_cast<int>(item - extra_items);
+    }
+
+    const RowWindow w = row_window(p, r);
+    const RowPlan plan = plan_row(w.n, p.k, p.by_value != 0);
+    const RowSink<T> sink = row_sink<T>(p, r, w);
+    int m = 0;
+    bool finished = true;  // this CTA writes the row's answer
+    if (plan.path == RowPath::kShort) {
+      ShortRowAgent<kThreads, T>::run(w.n, p.k, sink);
+      finished = false;  // complete already: index order, padded
+    } else if (plan.path == RowPath::kMedium) {
+      RowSink<T> s = sink;
+      m = MediumRowAgent<kThreads, T>::run(sink.row, w.n, p.k, 0, keys, select_storage, s);
+    } else if (plan.path == RowPath::kSplit) {
+      const int64_t base = static_cast<int64_t>(r) * p.candidates_per_row;
+      finished = SplitRowAgent<kThreads, T>::run_chunk(sink.row, w.n, p.k, chunk, plan.split, p.candidate_keys + base,
+                                                       p.candidate_columns + base, p.arrivals + r, keys,
+                                                       select_storage, sink, &m, &is_last_chunk);
+    } else {
+      RowSink<T> s = sink;
+      m = GlobalRowAgent<kThreads, T>::run(sink.row, w.n, p.k, select_storage, s);
+    }
+    if (finished) {
+      sink.template pad<kThreads>(m, p.k);
+      if (p.by_value) finish_sorted<kThreads, T>(m, sink, reinterpret_cast<uint64_t*>(keys));
+    }
+    __syncthreads();  // item_storage and the keys buffer are reused by the next item
+  }
+
+  // The last CTA out resets the queue for the next launch: by then every CTA has taken its final
+  // (out-of-range) item, so nothing touches the counters again in this launch.
+  if (threadIdx.x == 0) {
+    __threadfence();
+    const uint32_t finished_ctas = atomicAdd(&p.queue[1], 1u);
+    if (finished_ctas == gridDim.x - 1) {
+      p.queue[0] = 0u;
+      p.queue[1] = 0u;
+      __threadfence();
+    }
+  }
+}
+
+}  // namespace persistent_topk

@@ -1,0 +1,146 @@
+// The thin binding: checks what only C++ knows, fills Params, launches the persistent kernel on the
+// current stream. The only file that includes torch headers (the kernels stay in csrc/*.cuh).
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/extension.h>
+
+#include <array>
+#include <climits>
+#include <mutex>
+
+#include "dispatch.cuh"
+
+namespace persistent_topk {
+namespace {
+
+constexpr size_t kDynamicSmemBytes = sizeof(uint32_t) * Policy::kSmemKeys;
+constexpr int kMaxDevices = 64;
+
+template <typename T>
+int grid_for_device(int device) {
+  // The grid depends only on the device and the kernel's occupancy: computed once per device.
+  static std::array<int, kMaxDevices> grids{};
+  static std::mutex mutex;
+  std::lock_guard<std::mutex> lock(mutex);
+  TORCH_CHECK(device >= 0 && device < kMaxDevices, "persistent_topk: device index ", device, " out of range");
+  if (grids[device] == 0) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(persistent_topk_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(kDynamicSmemBytes)));
+    int blocks_per_sm = 0;
+    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, persistent_topk_kernel<T>,
+                                                                 Policy::kThreads, kDynamicSmemBytes));
+    TORCH_CHECK(blocks_per_sm > 0, "persistent_topk: the kernel does not fit on device ", device);
+    cudaDeviceProp prop;
+    C10_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+    grids[device] = prop.multiProcessorCount * blocks_per_sm;
+  }
+  return grids[device];
+}
+
+template <typename T>
+void launch(const Params& params, int device, cudaStream_t stream) {
+  const int grid = grid_for_device<T>(device);
+  persistent_topk_kernel<T><<<grid, Policy::kThreads, kDynamicSmemBytes, stream>>>(params);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+int64_t workspace_bytes(int64_t rows, int64_t stride, int64_t /*k*/) {
+  return WorkspaceLayout::make(rows, stride).bytes;
+}
+
+int64_t launch_grid(const at::Tensor& logits) {
+  const c10::cuda::CUDAGuard guard(logits.device());
+  switch (logits.scalar_type()) {
+    case at::kFloat: return grid_for_device<float>(logits.get_device());
+    case at::kBFloat16: return grid_for_device<__nv_bfloat16>(logits.get_device());
+    default: return grid_for_device<__half>(logits.get_device());
+  }
+}
+
+// Python (persistent_topk/ops.py) has checked types, shapes and devices; this re-checks what a
+// mistake here would turn into an out-of-bounds access.
+void select_rows(const at::Tensor& logits, const at::Tensor& bounds, const c10::optional<at::Tensor>& row_starts,
+                 int64_t window_mode, int64_t next_n, int64_t k, bool by_value,
+                 const c10::optional<at::Tensor>& page_table, int64_t page_size, at::Tensor& out,
+                 const c10::optional<at::Tensor>& values, const c10::optional<at::Tensor>& workspace) {
+  TORCH_CHECK(logits.is_cuda() && logits.dim() == 2, "logits: expected a 2-D CUDA tensor");
+  TORCH_CHECK(logits.size(1) <= 1 || logits.stride(1) == 1, "logits: the last dimension must be contiguous");
+  TORCH_CHECK(logits.size(0) < INT_MAX && logits.size(1) < INT_MAX, "logits: rows and stride must fit in int32");
+  TORCH_CHECK(k >= 1 && k < INT_MAX, "k: out of range");
+  TORCH_CHECK(!by_value || k <= Policy::kMaxSortedK, "k: sorted=True supports k <= ", Policy::kMaxSortedK,
+              " on CUDA, got ", k);
+  TORCH_CHECK(bounds.scalar_type() == at::kInt && bounds.is_contiguous(), "bounds: expected contiguous int32");
+  TORCH_CHECK(out.scalar_type() == at::kInt && out.is_contiguous() && out.size(0) == logits.size(0) &&
+                  out.size(1) == k, "out: expected a contiguous (rows, k) int32 tensor");
+  TORCH_CHECK(workspace.has_value(), "workspace: required for CUDA tensors");
+  const int64_t rows = logits.size(0), stride = logits.size(1);
+  const WorkspaceLayout layout = WorkspaceLayout::make(rows, stride);
+  TORCH_CHECK(workspace->numel() >= layout.bytes, "workspace: ", workspace->numel(), " bytes, this call needs ",
+              layout.bytes);
+  if (window_mode == kWindowDecode) {
+    TORCH_CHECK(next_n >= 1 && bounds.numel() * next_n == rows, "seq_lens: size does not match rows / next_n");
+  } else {
+    TORCH_CHECK(bounds.numel() == rows, "lengths: expected one entry per row");
+  }
+  if (window_mode == kWindowPrefill) {
+    TORCH_CHECK(row_starts.has_value() && row_starts->numel() == rows && row_starts->is_contiguous() &&
+                    row_starts->scalar_type() == at::kInt, "row_starts: expected contiguous int32, one per row");
+  }
+  if (values.has_value()) {
+    TORCH_CHECK(values->scalar_type() == logits.scalar_type() && values->is_contiguous() &&
+                    values->numel() == rows * k, "values: expected a contiguous (rows, k) tensor of logits' dtype");
+  }
+  if (page_table.has_value()) {
+    TORCH_CHECK(page_table->scalar_type() == at::kInt && page_table->size(0) == rows &&
+                    (page_table->size(1) <= 1 || page_table->stride(1) == 1) &&
+                    page_table->size(1) * page_size >= stride, "page_table: expected (rows, pages) int32 covering stride");
+  }
+  if (rows == 0) return;
+
+  Params params{};
+  params.logits = logits.data_ptr();
+  params.row_pitch = logits.stride(0);
+  params.rows = static_cast<int>(rows);
+  params.stride = static_cast<int>(stride);
+  params.bounds = bounds.data_ptr<int32_t>();
+  params.row_starts = row_starts.has_value() ? row_starts->data_ptr<int32_t>() : nullptr;
+  params.window_mode = static_cast<int>(window_mode);
+  params.next_n = static_cast<int>(next_n);
+  params.k = static_cast<int>(k);
+  params.by_value = by_value ? 1 : 0;
+  params.page_table = page_table.has_value() ? page_table->data_ptr<int32_t>() : nullptr;
+  params.page_table_pitch = page_table.has_value() ? page_table->stride(0) : 0;
+  params.page_size = static_cast<int>(page_size);
+  params.out = out.data_ptr<int32_t>();
+  params.values = values.has_value() ? values->data_ptr() : nullptr;
+  uint8_t* base = workspace->data_ptr<uint8_t>();
+  params.queue = reinterpret_cast<uint32_t*>(base);
+  params.arrivals = reinterpret_cast<uint32_t*>(base + layout.arrivals_offset);
+  params.candidate_keys = reinterpret_cast<uint32_t*>(base + layout.candidate_keys_offset);
+  params.candidate_columns = reinterpret_cast<int32_t*>(base + layout.candidate_columns_offset);
+  params.candidates_per_row = layout.candidates_per_row;
+
+  const c10::cuda::CUDAGuard guard(logits.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int device = logits.get_device();
+  switch (logits.scalar_type()) {
+    case at::kFloat: launch<float>(params, device, stream); break;
+    case at::kBFloat16: launch<__nv_bfloat16>(params, device, stream); break;
+    case at::kHalf: launch<__half>(params, device, stream); break;
+    default: TORCH_CHECK(false, "logits: expected float32, bfloat16 or float16, got ", logits.scalar_type());
+  }
+}
+
+}  // namespace
+}  // namespace persistent_topk
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "persistent_topk CUDA kernels (see persistent_topk/ops.py for the public API)";
+  m.def("workspace_bytes", &persistent_topk::workspace_bytes, "Workspace bytes for (rows, stride, k)");
+  m.def("launch_grid", &persistent_topk::launch_grid, "CTAs of the persistent grid for logits' device and dtype");
+  m.def("select_rows", &persistent_topk::select_rows, "Launch the persistent top-k kernel (one launch)");
+  m.attr("max_sorted_k") = persistent_topk::Policy::kMaxSortedK;
+  m.attr("smem_keys") = persistent_topk::Policy::kSmemKeys;
+  m.attr("threads") = persistent_topk::Policy::kThreads;
+}

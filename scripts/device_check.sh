@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# One device call: build as the README says, GPU tests, compute-sanitizer on a small selection, the
+# benchmark suite. Logs go to $OUT; a short summary prints last.
+#   usage (device): PERSISTENT_TOPK_CSRC_TREE=<git rev-parse HEAD:csrc> bash scripts/device_check.sh [pytest -k expr]
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-16}
+nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu --format=csv > "$OUT/gpu.txt" 2>&1
+start=$(date +%s)
+./setup.sh > "$OUT/setup.log" 2>&1 || { tail -40 "$OUT/setup.log"; exit 1; }
+grep -E "ptxas info *: Used|spill|bytes smem" "$OUT/setup.log" | sort -u | head -12
+echo "build: $(( $(date +%s) - start )) s"
+VPY=.venv/bin/python
+$VPY -m pytest -q -rf --maxfail=20 tests ${1:+-k "$1"} 2>&1 | tee "$OUT/pytest.log" | tail -40
+if [ -z "${SKIP_SANITIZER:-}" ]; then
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool $tool --error-exitcode 9 $VPY -m pytest -q -x tests/test_gpu.py \
+      -k "test_k_values and 2048 and False or test_odd_strides and 30001 and float32" > "$OUT/sanitizer-$tool.log" 2>&1
+    echo "compute-sanitizer $tool: exit $? ($(grep -E 'ERROR SUMMARY|passed|failed' "$OUT/sanitizer-$tool.log" | tr '\n' ' '))"
+  done
+fi
+if [ -z "${SKIP_BENCH:-}" ]; then
+  $VPY -m persistent_topk.bench --out-dir "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -24
+fi
+echo "total: $(( $(date +%s) - start )) s"; grep -E "passed|failed" "$OUT/pytest.log" | tail -1

@@ -1,0 +1,117 @@
+"""The API contract on the CPU: argument checks (SPEC §7), torch.compile over the fake impls, plans."""
+import pytest
+import torch
+
+import persistent_topk as pt
+from persistent_topk import plan as plan_module
+
+I32 = torch.int32
+
+
+def _ok():
+    return torch.randn(3, 100), torch.tensor([10, 50, 100], dtype=I32)
+
+
+@pytest.mark.parametrize("make_call, error, name", [
+    (lambda x, n: pt.top_k_per_row(x.numpy(), n), TypeError, "logits"),
+    (lambda x, n: pt.top_k_per_row(x[0], n), ValueError, "logits"),
+    (lambda x, n: pt.top_k_per_row(x.double(), n), TypeError, "logits"),
+    (lambda x, n: pt.top_k_per_row(x.t(), n), ValueError, "logits"),
+    (lambda x, n: pt.top_k_per_row(x, n.long()), TypeError, "lengths"),
+    (lambda x, n: pt.top_k_per_row(x, n[:2]), ValueError, "lengths"),
+    (lambda x, n: pt.top_k_per_row(x, n[None]), ValueError, "lengths"),
+    (lambda x, n: pt.top_k_per_row(x, n, 0), ValueError, "k"),
+    (lambda x, n: pt.top_k_per_row(x, n, 2.0), TypeError, "k"),
+    (lambda x, n: pt.top_k_per_row(x, n, True), TypeError, "k"),
+    (lambda x, n: pt.top_k_per_row(x, n, 8, out=torch.empty(3, 7, dtype=I32)), ValueError, "out"),
+    (lambda x, n: pt.top_k_per_row(x, n, 8, out=torch.empty(3, 8)), TypeError, "out"),
+    (lambda x, n: pt.top_k_per_row(x, n, 8, out=torch.empty(8, 3, dtype=I32).t()), ValueError, "out"),
+    (lambda x, n: pt.top_k_per_row(x, n, 8, values=torch.empty(3, 8, dtype=torch.float16)), TypeError, "values"),
+    (lambda x, n: pt.top_k_per_row(x, n, 8, values=torch.empty(3, 9)), ValueError, "values"),
+    (lambda x, n: pt.top_k_per_row(x, n, 8, sorted=1), TypeError, "sorted"),
+    (lambda x, n: pt.top_k_per_row(x, n, 8, plan="fresh"), TypeError, "plan"),
+    (lambda x, n: pt.top_k_per_row(x, n, 8, workspace=object()), TypeError, "workspace"),
+    (lambda x, n: pt.top_k_per_row_decode(x, n, 2), ValueError, "seq_lens"),
+    (lambda x, n: pt.top_k_per_row_decode(x, n, 0), ValueError, "next_n"),
+    (lambda x, n: pt.top_k_per_row_prefill(x, n, n.long()), TypeError, "row_ends"),
+    (lambda x, n: pt.top_k_per_row_prefill(x, n[:1], n), ValueError, "row_starts"),
+    (lambda x, n: pt.top_k_page_table_transform(x, n, torch.zeros(3, 1, dtype=I32), 64), ValueError, "page_table"),
+    (lambda x, n: pt.top_k_page_table_transform(x, n, torch.zeros(3, 2, dtype=I32), 0), ValueError, "page_size"),
+    (lambda x, n: pt.top_k_page_table_transform(x, n, torch.zeros(2, 2, dtype=I32), 64), ValueError, "page_table"),
+    (lambda x, n: pt.top_k_page_table_transform(x, n, torch.zeros(3, 2), 64), TypeError, "page_table"),
+])
+def test_bad_input_names_the_argument(make_call, error, name):
+    x, n = _ok()
+    with pytest.raises(error, match=rf"^{name}\b"):
+        make_call(x, n)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device to mix devices")
+def test_device_mix_is_rejected():
+    x, n = _ok()
+    with pytest.raises(ValueError, match="^lengths"):
+        pt.top_k_per_row(x.cuda(), n)
+
+
+def test_cuda_without_kernels_says_how_to_build(monkeypatch):
+    monkeypatch.setattr(pt._backend, "_C", None)
+    monkeypatch.setattr(pt._backend, "_IMPORT_ERROR", ImportError("no module named _C"))
+    with pytest.raises(RuntimeError, match="no CUDA kernels.*pip install"):
+        pt._backend.require_cuda_kernels()
+    assert not pt.has_cuda_kernels()
+
+
+def test_workspace_needs_a_cuda_device():
+    with pytest.raises(ValueError, match="^Workspace"):
+        pt.Workspace("cpu", 4, 100, 8)
+    with pytest.raises(TypeError, match="^Workspace"):
+        pt.Workspace("cuda", 4.0, 100, 8)
+
+
+def test_compile_fullgraph_traces_every_op(gen):
+    x = torch.randn(4, 3000, generator=gen)
+    n = torch.tensor([0, 1000, 2500, 3000], dtype=I32)
+    seq = torch.tensor([1000, 3000], dtype=I32)
+    starts = torch.tensor([0, 10, 100, 2000], dtype=I32)
+    table = torch.randint(0, 50, (4, 47), generator=gen).to(I32)
+
+    def all_ops(x, n, seq, starts, table):
+        values = torch.empty(4, 512)
+        a = pt.top_k_per_row(x, n, 512, values=values, sorted=True)
+        b = pt.top_k_per_row_decode(x, seq, 2, 512)
+        c = pt.top_k_per_row_prefill(x, starts, n, 512)
+        d = pt.top_k_page_table_transform(x, n, table, 64, 512)
+        return a, values, b, c, d
+
+    eager = all_ops(x, n, seq, starts, table)
+    compiled = torch.compile(all_ops, fullgraph=True)(x, n, seq, starts, table)
+    for e, c in zip(eager, compiled):
+        torch.testing.assert_close(e, c, rtol=0, atol=0, equal_nan=True)
+    assert (eager[0][0] == -1).all() and (eager[0][3, :512] >= 0).all()
+
+
+def test_fake_impl_gives_shapes_under_fake_mode():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode():
+        x = torch.empty(5, 4000)
+        n = torch.empty(5, dtype=I32)
+        out = pt.top_k_per_row(x, n, 2048)
+        assert out.shape == (5, 2048) and out.dtype == torch.int32
+
+
+def test_plan_fingerprint_and_stale_status(gen):
+    x = torch.randn(3, 5000, generator=gen)
+    n = torch.tensor([4000, -3, 9000], dtype=I32)
+    plan = pt.make_plan(n, 5000, 2048)
+    assert plan.lengths.tolist() == [4000, 0, 5000]
+    assert plan.order.tolist() == [2, 0, 1]
+    assert plan.fingerprint.tolist() == [3, 9000, 4000 ^ 5000]
+    fresh = pt.top_k_per_row(x, n, 2048, plan=plan)
+    assert plan.status() == plan_module.FRESH
+    changed = torch.tensor([4000, 10, 5000], dtype=I32)
+    stale = pt.top_k_per_row(x, changed, 2048, plan=plan)
+    assert plan.status() == plan_module.STALE
+    assert torch.equal(stale, pt.top_k_per_row(x, changed, 2048))  # exact despite the stale plan
+    assert torch.equal(fresh, pt.top_k_per_row(x, n, 2048))
+    pt.top_k_per_row(x, n, 2048, plan=plan)
+    assert plan.status() == plan_module.STALE  # sticky until a new plan is made

@@ -1,0 +1,221 @@
+"""The CUDA kernel against the CPU oracle, bit for bit: indices, order, -1 padding, values.
+
+Every launch writes into outputs poisoned with values no correct kernel produces; inputs are fresh
+random draws each run, with garbage (NaN, +inf) past every row's valid window.
+"""
+import pytest
+import torch
+
+import persistent_topk as pt
+from persistent_topk import plan as plan_module
+from persistent_topk import reference, suite
+from distributions import ALL, make_logits
+
+pytestmark = pytest.mark.gpu
+I32 = torch.int32
+POISON = 0x5EED5EED
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+def poisoned(rows, k, dtype):
+    out = torch.full((rows, k), POISON, dtype=I32, device="cuda")
+    values = torch.full((rows, k), float("nan"), dtype=dtype, device="cuda")
+    return out, values
+
+
+def assert_same(got, want, what):
+    got = got.cpu()
+    if torch.equal(got, want):
+        return
+    bad = (got != want).any(dim=1).nonzero().flatten()
+    r = int(bad[0])
+    cols = (got[r] != want[r]).nonzero().flatten()[:8].tolist()
+    raise AssertionError(f"{what}: {len(bad)} rows differ; row {r} at columns {cols}: "
+                         f"got {got[r, cols].tolist()} want {want[r, cols].tolist()}")
+
+
+def bits(values):
+    return values.view(torch.int16 if values.element_size() == 2 else torch.int32)
+
+
+def check(logits, lengths, k, *, by_value=False, what=""):
+    """top_k_per_row on the GPU == the oracle on the CPU, indices and values."""
+    rows = logits.shape[0]
+    want_idx, want_val = reference.reference_topk(logits.cpu(), lengths.cpu(), k, sorted=by_value)
+    out, values = poisoned(rows, k, logits.dtype)
+    pt.top_k_per_row(logits, lengths.cuda(), k, out=out, values=values, sorted=by_value)
+    torch.cuda.synchronize()
+    assert_same(out, want_idx, f"indices {what}")
+    assert_same(bits(values), bits(want_val), f"values {what}")
+
+
+def path_lengths(stride, k, g, rows):
+    """Lengths that put rows on every path: empty, short (<= k), medium (in shared memory), split
+    (several chunks) and the edges between them, plus negatives and lengths past the stride."""
+    smem = pt._backend.require_cuda_kernels().smem_keys
+    edges = [0, -1, 1, k - 1, k, k + 1, smem - 1, smem, smem + 1, 2 * smem + 5, stride, stride + 100]
+    edges = [e for e in edges if e <= stride + 100]
+    lengths = torch.randint(-2, stride + 50, (rows,), generator=g)
+    lengths[: min(rows, len(edges))] = torch.tensor(edges[:rows])
+    return lengths[torch.randperm(rows, generator=g)].to(I32)
+
+
+@pytest.mark.parametrize("case", suite.cases(), ids=lambda c: c["name"])
+def test_suite_shapes(case, gen):
+    lengths = torch.from_numpy(suite.case_lengths(case))
+    stride = suite.case_stride(case, lengths.numpy())
+    logits = make_logits("normal", case["rows"], stride, torch.float32, gen, lengths, device="cuda")
+    check(logits, lengths, 2048, what=case["name"])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("dist", sorted(ALL))
+def test_distributions_on_every_path(dist, dtype, gen):
+    rows, stride, k = 20, 100_003, 2048
+    lengths = path_lengths(stride, k, gen, rows)
+    logits = make_logits(dist, rows, stride, dtype, gen, lengths, device="cuda")
+    check(logits, lengths, k, what=f"{dist} {dtype}")
+
+
+@pytest.mark.parametrize("k", [1, 7, 512, 1024, 2048, 4096])
+@pytest.mark.parametrize("by_value", [False, True])
+def test_k_values(k, by_value, gen):
+    rows, stride = 24, 150_000
+    for dist in ("normal", "ties", "shared_high_bits"):
+        lengths = path_lengths(stride, k, gen, rows)
+        logits = make_logits(dist, rows, stride, torch.float32, gen, lengths, device="cuda")
+        check(logits, lengths, k, by_value=by_value, what=f"{dist} k={k} sorted={by_value}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_k_larger_than_a_chunk_takes_the_global_path(dtype, gen):
+    smem = pt._backend.require_cuda_kernels().smem_keys
+    k = smem // 2 + 3  # candidates of a split would not fit in shared memory
+    lengths = torch.tensor([3 * smem + 11, 2 * smem, k + 1, k, 5], dtype=I32)
+    logits = make_logits("shared_high_bits", 5, 3 * smem + 16, dtype, gen, lengths, device="cuda")
+    check(logits, lengths, k, what="global path")
+
+
+@pytest.mark.parametrize("width, offset", [(4099, 0), (30001, 1), (77777, 3), (50, 2)])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_odd_strides_and_row_strided_views(width, offset, dtype, gen):
+    rows, k = 9, 2048
+    pitch = width + offset + 5
+    base = make_logits("normal", rows, pitch, dtype, gen, device="cuda")
+    view = base[:, offset:offset + width]  # misaligned start, row pitch != width
+    lengths = path_lengths(width, k, gen, rows)
+    check(view, lengths, k, what=f"view width={width} offset={offset}")
+
+
+def test_many_rows_and_huge_lengths(gen):
+    rows, stride = 3000, 9000
+    lengths = torch.randint(-10, 2**31 - 1, (rows,), generator=gen).to(I32)
+    lengths[::7] = torch.randint(0, stride, (len(lengths[::7]),), generator=gen).to(I32)
+    logits = make_logits("normal", rows, stride, torch.float32, gen, device="cuda")
+    check(logits, lengths, 2048, what="3000 rows")
+
+
+@pytest.mark.parametrize("next_n", [1, 2, 3])
+def test_decode(next_n, gen):
+    batch, stride, k = 17, 70_000, 2048
+    seq_lens = torch.randint(0, stride + 10, (batch,), generator=gen).to(I32)
+    seq_lens[0] = 1
+    logits = make_logits("normal", batch * next_n, stride, torch.bfloat16, gen, device="cuda")
+    want, _ = reference.reference_topk(logits.cpu(), reference.decode_lengths(seq_lens, next_n), k)
+    out, _ = poisoned(batch * next_n, k, logits.dtype)
+    pt.top_k_per_row_decode(logits, seq_lens.cuda(), next_n, k, out=out)
+    assert_same(out, want, f"decode next_n={next_n}")
+
+
+def test_prefill(gen):
+    rows, stride, k = 40, 60_000, 2048
+    starts = torch.randint(-5, stride, (rows,), generator=gen).to(I32)
+    ends = (starts + torch.randint(-100, 50_000, (rows,), generator=gen)).to(I32)
+    logits = make_logits("ties", rows, stride, torch.float32, gen, device="cuda")
+    for by_value in (False, True):
+        want, want_val = reference.reference_topk(logits.cpu(), ends - starts, k, starts=starts, sorted=by_value)
+        out, values = poisoned(rows, k, logits.dtype)
+        pt.top_k_per_row_prefill(logits, starts.cuda(), ends.cuda(), k, out=out, values=values, sorted=by_value)
+        assert_same(out, want, f"prefill sorted={by_value}")
+        assert_same(bits(values), bits(want_val), "prefill values")
+
+
+@pytest.mark.parametrize("by_value", [False, True])
+def test_page_table_transform(by_value, gen):
+    rows, stride, k, page_size = 12, 80_000, 2048, 64
+    lengths = path_lengths(stride, k, gen, rows)
+    pages = (stride + page_size - 1) // page_size
+    table = torch.randint(0, 1 << 20, (rows, pages), generator=gen).to(I32)
+    logits = make_logits("normal", rows, stride, torch.float16, gen, lengths, device="cuda")
+    want, _ = reference.reference_topk(logits.cpu(), lengths, k, sorted=by_value, page_table=table,
+                                       page_size=page_size)
+    out, _ = poisoned(rows, k, logits.dtype)
+    pt.top_k_page_table_transform(logits, lengths.cuda(), table.cuda(), page_size, k, out=out, sorted=by_value)
+    assert_same(out, want, "page table")
+
+
+def test_graph_capture_replays_with_new_lengths(gen):
+    """Capture once at the largest shape; replay with lengths that move rows between all paths."""
+    rows, stride, k = 16, 70_000, 2048
+    logits = make_logits("normal", rows, stride, torch.float32, gen, device="cuda")
+    lengths = torch.full((rows,), stride, dtype=I32, device="cuda")
+    out = torch.empty((rows, k), dtype=I32, device="cuda")
+    workspace = pt.Workspace("cuda", rows, stride, k)
+    pt.top_k_per_row(logits, lengths, k, out=out, workspace=workspace)  # warm-up outside capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        pt.top_k_per_row(logits, lengths, k, out=out, workspace=workspace)
+    workspace.lock()
+    cpu_logits = logits.cpu()
+    for replay in range(100):
+        new = path_lengths(stride, k, gen, rows)
+        lengths.copy_(new)
+        if replay % 10 == 0:
+            logits.copy_(make_logits(ALL_NAMES[replay // 10 % len(ALL_NAMES)], rows, stride, torch.float32, gen))
+            cpu_logits = logits.cpu()
+        out.fill_(POISON)
+        graph.replay()
+        want, _ = reference.reference_topk(cpu_logits, new, k)
+        assert_same(out, want, f"replay {replay}")
+    with pytest.raises(RuntimeError, match="locked"):
+        pt.top_k_per_row(logits[:, :1000].contiguous().repeat(2, 80), lengths.repeat(2), k, workspace=workspace)
+
+
+ALL_NAMES = sorted(ALL)
+
+
+def test_one_call_is_one_kernel(gen):
+    rows, stride, k = 64, 140_000, 2048
+    logits = make_logits("normal", rows, stride, torch.float32, gen, device="cuda")
+    lengths = path_lengths(stride, k, gen, rows).cuda()
+    out = torch.empty((rows, k), dtype=I32, device="cuda")
+    values = torch.empty((rows, k), device="cuda")
+    pt.top_k_per_row(logits, lengths, k, out=out, values=values)  # the default workspace exists now
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        pt.top_k_per_row(logits, lengths, k, out=out, values=values)
+        torch.cuda.synchronize()
+    kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    assert len(kernels) == 1 and "persistent_topk_kernel" in kernels[0], kernels
+
+
+def test_stale_plan_on_gpu_is_still_exact(gen):
+    rows, stride, k = 8, 50_000, 2048
+    logits = make_logits("normal", rows, stride, torch.float32, gen, device="cuda")
+    lengths = path_lengths(stride, k, gen, rows).cuda()
+    plan = pt.make_plan(lengths, stride, k)
+    pt.top_k_per_row(logits, lengths, k, plan=plan)
+    assert plan.status() == plan_module.FRESH
+    changed = path_lengths(stride, k, gen, rows)
+    got = pt.top_k_per_row(logits, changed.cuda(), k, plan=plan)
+    assert plan.status() == plan_module.STALE
+    assert_same(got, reference.reference_topk(logits.cpu(), changed, k)[0], "stale plan")
+
+
+def test_repeated_calls_are_bitwise_deterministic(gen):
+    rows, stride, k = 32, 131_072, 2048
+    lengths = path_lengths(stride, k, gen, rows).cuda()
+    logits = make_logits("ties", rows, stride, torch.float32, gen, device="cuda")
+    first = pt.top_k_per_row(logits, lengths, k)
+    for _ in range(20):
+        assert torch.equal(pt.top_k_per_row(logits, lengths, k), first)
