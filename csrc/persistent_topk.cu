@@ -63,7 +63,8 @@ int64_t launch_grid(const at::Tensor& logits) {
 void select_rows(const at::Tensor& logits, const at::Tensor& bounds, const c10::optional<at::Tensor>& row_starts,
                  int64_t window_mode, int64_t next_n, int64_t k, bool by_value,
                  const c10::optional<at::Tensor>& page_table, int64_t page_size, at::Tensor& out,
-                 const c10::optional<at::Tensor>& values, const c10::optional<at::Tensor>& workspace) {
+                 const c10::optional<at::Tensor>& values, const c10::optional<at::Tensor>& workspace,
+                 int64_t workspace_rows, int64_t workspace_stride) {
   TORCH_CHECK(logits.is_cuda() && logits.dim() == 2, "logits: expected a 2-D CUDA tensor");
   TORCH_CHECK(logits.size(1) <= 1 || logits.stride(1) == 1, "logits: the last dimension must be contiguous");
   TORCH_CHECK(logits.size(0) < INT_MAX && logits.size(1) < INT_MAX, "logits: rows and stride must fit in int32");
@@ -75,8 +76,12 @@ void select_rows(const at::Tensor& logits, const at::Tensor& bounds, const c10::
                   out.size(1) == k, "out: expected a contiguous (rows, k) int32 tensor");
   TORCH_CHECK(workspace.has_value(), "workspace: required for CUDA tensors");
   const int64_t rows = logits.size(0), stride = logits.size(1);
-  const WorkspaceLayout layout = WorkspaceLayout::make(rows, stride);
-  TORCH_CHECK(workspace->numel() >= layout.bytes, "workspace: ", workspace->numel(), " bytes, this call needs ",
+  // The layout follows the workspace's capacity, not this call's shape: the arrival counters then sit
+  // at the same place for every call, and no call's candidates overwrite another shape's counters.
+  TORCH_CHECK(rows <= workspace_rows && stride <= workspace_stride, "workspace: sized for ", workspace_rows,
+              " rows x ", workspace_stride, " columns, this call has ", rows, " x ", stride);
+  const WorkspaceLayout layout = WorkspaceLayout::make(workspace_rows, workspace_stride);
+  TORCH_CHECK(workspace->numel() >= layout.bytes, "workspace: ", workspace->numel(), " bytes, its layout needs ",
               layout.bytes);
   if (window_mode == kWindowDecode) {
     TORCH_CHECK(next_n >= 1 && bounds.numel() * next_n == rows, "seq_lens: size does not match rows / next_n");
