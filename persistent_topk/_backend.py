@@ -5,6 +5,8 @@ that says how to build them, raised before anything is launched.
 """
 from __future__ import annotations
 
+import torch  # noqa: F401  (loads libc10/libtorch, which _C links against)
+
 try:
     from . import _C  # type: ignore[attr-defined]
 except ImportError as error:  # built without CUDA torch / nvcc, or not built at all
