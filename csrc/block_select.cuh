@@ -7,6 +7,10 @@
 
 #include "keys.cuh"
 
+#ifndef PERSISTENT_TOPK_AGGREGATE_FIRST_DIGIT
+#define PERSISTENT_TOPK_AGGREGATE_FIRST_DIGIT 0
+#endif
+
 namespace persistent_topk {
 
 // The exact selection of one list, once found: every key whose top `bits` bits exceed `prefix` is
@@ -47,7 +51,15 @@ struct BlockSelect {
   }
 
   __device__ __forceinline__ static void count_first_digit(TempStorage& ts, uint32_t key) {
+#if PERSISTENT_TOPK_AGGREGATE_FIRST_DIGIT
+    // Lanes that share a bin add once: logits pile into a few exponent bins, and same-address shared
+    // atomics within a warp serialise.
+    const uint32_t bin = key >> kFirstShift;
+    const uint32_t peers = __match_any_sync(__activemask(), bin);
+    if ((threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&ts.hist[bin], __popc(peers));
+#else
     atomicAdd(&ts.hist[key >> kFirstShift], 1u);
+#endif
   }
 
   // One histogram pass over the keys that match the decided prefix.

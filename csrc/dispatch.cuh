@@ -208,14 +208,16 @@ struct WorkItems {
 };
 
 template <typename T>
-__device__ __forceinline__ RowSink<T> row_sink(const Params& p, int r, const RowWindow& w) {
-  RowSink<T> sink;
+__device__ __forceinline__ Sink<T> row_sink(const Params& p, int r, const RowWindow& w) {
+  Sink<T> sink;
   sink.out = p.out + static_cast<int64_t>(r) * p.k;
   sink.values = p.values ? static_cast<T*>(p.values) + static_cast<int64_t>(r) * p.k : nullptr;
   sink.row = static_cast<const T*>(p.logits) + static_cast<int64_t>(r) * p.row_pitch + w.start;
   sink.page_table = p.page_table ? p.page_table + static_cast<int64_t>(r) * p.page_table_pitch : nullptr;
   sink.page_size = p.page_size;
   sink.raw = p.by_value != 0;
+  sink.candidate_keys = nullptr;
+  sink.candidate_columns = nullptr;
   return sink;
 }
 
@@ -224,6 +226,7 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
   constexpr int kThreads = Policy::kThreads;
   using Select = BlockSelect<kThreads>;
   using Items = WorkItems<kThreads>;
+  using Arrival = SplitRowArrival<kThreads>;
   extern __shared__ uint4 dynamic_smem[];
   uint32_t* keys = reinterpret_cast<uint32_t*>(dynamic_smem);  // [Policy::kSmemKeys]
   __shared__ typename Select::TempStorage select_storage;
@@ -234,6 +237,7 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
   const uint32_t total_items = extra_items + static_cast<uint32_t>(p.rows);
 
   for (;;) {
+    __syncthreads();  // every thread is done with the previous item's shared state (item, keys, hist)
     if (threadIdx.x == 0) item_storage.item = atomicAdd(&p.queue[0], 1u);
     __syncthreads();
     const uint32_t item = item_storage.item;
@@ -250,29 +254,44 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
 
     const RowWindow w = row_window(p, r);
     const RowPlan plan = plan_row(w.n, p.k, p.by_value != 0);
-    const RowSink<T> sink = row_sink<T>(p, r, w);
-    int m = 0;
-    bool finished = true;  // this CTA writes the row's answer
+    const Sink<T> sink = row_sink<T>(p, r, w);
+    const int m = min(p.k, w.n);
     if (plan.path == RowPath::kShort) {
-      ShortRowAgent<kThreads, T>::run(w.n, p.k, sink);
-      finished = false;  // complete already: index order, padded
-    } else if (plan.path == RowPath::kMedium) {
-      RowSink<T> s = sink;
-      m = MediumRowAgent<kThreads, T>::run(sink.row, w.n, p.k, 0, keys, select_storage, s);
-    } else if (plan.path == RowPath::kSplit) {
-      const int64_t base = static_cast<int64_t>(r) * p.candidates_per_row;
-      finished = SplitRowAgent<kThreads, T>::run_chunk(sink.row, w.n, p.k, chunk, plan.split, p.candidate_keys + base,
-                                                       p.candidate_columns + base, p.arrivals + r, keys,
-                                                       select_storage, sink, &m, &is_last_chunk);
+      ShortRowAgent<kThreads, T>::run(w.n, p.k, sink);  // complete: index order, padded
+      continue;
+    }
+    if (plan.path == RowPath::kGlobal) {
+      select_in_global<kThreads, T>(sink.row, w.n, m, select_storage, sink);
     } else {
-      RowSink<T> s = sink;
-      m = GlobalRowAgent<kThreads, T>::run(sink.row, w.n, p.k, select_storage, s);
+      // Medium rows are split rows of one chunk that write the answer directly.
+      const SplitGeometry split = plan.split;
+      const int first = chunk * split.chunk_len;
+      const int length = split.length_of(chunk, w.n);
+      const int64_t candidates = static_cast<int64_t>(r) * p.candidates_per_row;
+      uint32_t* candidate_keys = p.candidate_keys + candidates;
+      int32_t* candidate_columns = p.candidate_columns + candidates;
+      const bool is_split = plan.path == RowPath::kSplit;
+      Select::zero_histogram(select_storage);
+      __syncthreads();
+      SharedRowLoader<kThreads, T>::load(sink.row + first, length, keys, select_storage);
+      __syncthreads();
+      const int slot = split.slot(p.k);
+      select_in_shared<kThreads, T>(length, min(p.k, length), keys, select_storage, ColumnOf{first, nullptr},
+                                    is_split ? sink.to_candidates(candidate_keys + chunk * slot,
+                                                                  candidate_columns + chunk * slot)
+                                             : sink);
+      if (is_split) {
+        if (!Arrival::last_to_arrive(p.arrivals + r, split.chunks, &is_last_chunk)) continue;
+        const int count = split.candidates(p.k, w.n);
+        Select::zero_histogram(select_storage);
+        __syncthreads();
+        Arrival::load_candidates(candidate_keys, count, keys, select_storage);
+        __syncthreads();
+        select_in_shared<kThreads, T>(count, m, keys, select_storage, ColumnOf{0, candidate_columns}, sink);
+      }
     }
-    if (finished) {
-      sink.template pad<kThreads>(m, p.k);
-      if (p.by_value) finish_sorted<kThreads, T>(m, sink, reinterpret_cast<uint64_t*>(keys));
-    }
-    __syncthreads();  // item_storage and the keys buffer are reused by the next item
+    sink.template pad<kThreads>(m, p.k);
+    if (p.by_value) finish_sorted<kThreads, T>(m, sink, reinterpret_cast<uint64_t*>(keys));
   }
 
   // The last CTA out resets the queue for the next launch: by then every CTA has taken its final

@@ -1,6 +1,6 @@
-// Rows (and chunks of rows) that fit in shared memory: read from global memory exactly once, with
-// 16-byte loads, converted to keys on the way in while the first radix digit is counted; every later
-// pass and the write-out run from shared memory.
+// Rows (and chunks of rows, and the candidates of split rows) that fit in shared memory: read from
+// global memory exactly once, with 16-byte loads, converted to keys on the way in while the first
+// radix digit is counted; every later pass and the write-out run from shared memory.
 #pragma once
 #include <cstdint>
 
@@ -18,18 +18,15 @@ struct SharedRowLoader {
   // (2 CTAs x 512 threads x 64 B) to cover HBM latency at this SM's share of bandwidth.
   static constexpr int kLoadsInFlight = 4;
 
-  __device__ __forceinline__ static void put(uint32_t* keys, typename Select::TempStorage& ts, int i,
-                                             uint32_t key) {
-    keys[i] = key;
-    Select::count_first_digit(ts, key);
-  }
-
   // keys[0, n) <- keys of src[0, n); ts.hist must be zero and counts the first digit of all n.
-  __device__ static void load(const T* __restrict__ src, int n, uint32_t* keys, typename Select::TempStorage& ts) {
+  __device__ __forceinline__ static void load(const T* __restrict__ src, int n, uint32_t* keys,
+                                              typename Select::TempStorage& ts) {
     const uintptr_t address = reinterpret_cast<uintptr_t>(src);
     const int head = min(n, static_cast<int>(((16u - (address & 15u)) & 15u) / sizeof(T)));
-    for (int i = threadIdx.x; i < head; i += kThreads) put(keys, ts, i, to_key(src[i]));
-
+    for (int i = threadIdx.x; i < head; i += kThreads) {
+      keys[i] = to_key(src[i]);
+      Select::count_first_digit(ts, keys[i]);
+    }
     const uint4* vectors = reinterpret_cast<const uint4*>(src + head);
     const int vector_count = (n - head) / kPerVector;
     const bool aligned_store = (head % 4) == 0;  // shared stores of 4 keys need a 16-byte boundary too
@@ -60,8 +57,10 @@ struct SharedRowLoader {
         }
       }
     }
-    for (int i = head + vector_count * kPerVector + threadIdx.x; i < n; i += kThreads)
-      put(keys, ts, i, to_key(src[i]));
+    for (int i = head + vector_count * kPerVector + threadIdx.x; i < n; i += kThreads) {
+      keys[i] = to_key(src[i]);
+      Select::count_first_digit(ts, keys[i]);
+    }
   }
 };
 
@@ -71,31 +70,25 @@ struct SharedKeys {
   __device__ __forceinline__ uint32_t operator()(int i) const { return keys[i]; }
 };
 
-// Index of the i-th element of a contiguous run that starts at column `first`.
-struct ColumnFrom {
+// Column of the i-th listed element: `first + i` for a run of consecutive columns, or the column
+// stored beside a candidate. Candidates are written by other CTAs of this launch, so they are read
+// through L2 (ld.global.cg), never from a possibly stale L1 line.
+struct ColumnOf {
   int first;
-  __device__ __forceinline__ int32_t operator()(int i) const { return first + i; }
+  const int32_t* columns;
+  __device__ __forceinline__ int32_t operator()(int i) const { return columns ? __ldcg(columns + i) : first + i; }
 };
 
+// The top m of the n keys in shared memory (ts.hist already counts their first digit) into `sink`,
+// in index order. Out of line: medium rows, chunks and merges all run this one copy.
 template <int kThreads, typename T>
-struct MediumRowAgent {
+__device__ __noinline__ void select_in_shared(int n, int m, const uint32_t* keys,
+                                              typename BlockSelect<kThreads>::TempStorage& ts, ColumnOf column_of,
+                                              Sink<T> sink) {
   using Select = BlockSelect<kThreads>;
-
-  // Select the top m of src[0, n) (m = min(k, n)) into `sink`, in index order. Returns m; the caller
-  // pads and, for sorted=True, sorts.
-  template <class Sink>
-  __device__ static int run(const T* src, int n, int k, int first_column, uint32_t* keys,
-                            typename Select::TempStorage& ts, Sink& sink) {
-    Select::zero_histogram(ts);
-    __syncthreads();
-    SharedRowLoader<kThreads, T>::load(src, n, keys, ts);
-    __syncthreads();
-    const int m = min(k, n);
-    const SharedKeys key_at{keys};
-    const Threshold t = Select::refine(ts, n, key_at, m, KeyTraits<T>::kSignificantBits);
-    Select::emit(ts, n, key_at, ColumnFrom{first_column}, t, sink);
-    return m;
-  }
-};
+  const SharedKeys key_at{keys};
+  const Threshold t = Select::refine(ts, n, key_at, m, KeyTraits<T>::kSignificantBits);
+  Select::emit(ts, n, key_at, column_of, t, sink);
+}
 
 }  // namespace persistent_topk

@@ -1,5 +1,6 @@
-// Rows that need no selection, and the write-out every path ends in: the row's output sink (indices,
-// optional values, the fused page-table transform), -1 padding, and the sort behind sorted=True.
+// Rows that need no selection, and the write-out every path ends in: the output sink (a row's
+// indices with optional values and the fused page-table transform, or a chunk's candidate list),
+// -1 padding, and the sort behind sorted=True.
 #pragma once
 #include <cstdint>
 
@@ -8,28 +9,39 @@
 
 namespace persistent_topk {
 
-// Where one row's final answer goes. `raw` writes bare column indices only: sorted=True sorts those
-// afterwards and applies the transform and values in finish_sorted().
+// Where a selection goes. One type for every path keeps one copy of the selection code in the binary
+// (the kernel runs cold out of a flushed L2, so code size is latency).
 template <typename T>
-struct RowSink {
+struct Sink {
   int32_t* out;                 // [k] this row's indices
   T* values;                    // [k] or null
-  const T* row;                 // the row's first valid logit, for values
+  const T* row;                 // the row's first valid logit, for values and sorting
   const int32_t* page_table;    // this row's pages, or null
   int page_size;
-  bool raw;
+  bool raw;                     // sorted=True: bare indices now, transform and values after the sort
+  uint32_t* candidate_keys;     // non-null: a chunk's candidates (key, column) instead of a row answer
+  int32_t* candidate_columns;
 
   __device__ __forceinline__ int32_t transform(int32_t index) const {
     if (page_table == nullptr) return index;
     return page_table[index / page_size] * page_size + index % page_size;
   }
-  __device__ __forceinline__ void put(int position, int32_t index, uint32_t /*key*/) const {
-    if (raw) {
+  __device__ __forceinline__ void put(int position, int32_t index, uint32_t key) const {
+    if (candidate_keys != nullptr) {
+      candidate_keys[position] = key;
+      candidate_columns[position] = index;
+    } else if (raw) {
       out[position] = index;
-      return;
+    } else {
+      out[position] = transform(index);
+      if (values != nullptr) values[position] = row[index];
     }
-    out[position] = transform(index);
-    if (values != nullptr) values[position] = row[index];
+  }
+  __device__ __forceinline__ Sink to_candidates(uint32_t* keys, int32_t* columns) const {
+    Sink s = *this;
+    s.candidate_keys = keys;
+    s.candidate_columns = columns;
+    return s;
   }
   // Positions [m, k): -1 and -inf. The only place -1 is ever written.
   template <int kThreads>
@@ -44,7 +56,7 @@ struct RowSink {
 template <int kThreads, typename T>
 struct ShortRowAgent {
   // n <= k and index order wanted: the answer is 0..n-1 and no logit needs reading (but for values).
-  __device__ static void run(int n, int k, const RowSink<T>& sink) {
+  __device__ __forceinline__ static void run(int n, int k, const Sink<T>& sink) {
     for (int j = threadIdx.x; j < n; j += kThreads) sink.put(j, j, 0u);
     sink.template pad<kThreads>(n, k);
   }
@@ -54,7 +66,7 @@ struct ShortRowAgent {
 // as (~key, index) so one ascending sort orders by value descending and ties by index ascending, and
 // written back with the transform and values. `scratch` holds next_pow2(m) words.
 template <int kThreads, typename T>
-__device__ void finish_sorted(int m, const RowSink<T>& sink, uint64_t* scratch) {
+__device__ __noinline__ void finish_sorted(int m, Sink<T> sink, uint64_t* scratch) {
   int count = 1;
   while (count < m) count <<= 1;
   for (int j = threadIdx.x; j < count; j += kThreads) {
@@ -67,11 +79,10 @@ __device__ void finish_sorted(int m, const RowSink<T>& sink, uint64_t* scratch) 
   }
   __syncthreads();
   BlockSelect<kThreads>::bitonic_sort(scratch, count);
-  RowSink<T> final_sink = sink;
-  final_sink.raw = false;
+  sink.raw = false;
   for (int j = threadIdx.x; j < m; j += kThreads) {
     const int32_t index = static_cast<int32_t>(scratch[j] & 0xFFFFFFFFu);
-    final_sink.put(j, index, 0u);
+    sink.put(j, index, 0u);
   }
   __syncthreads();  // scratch is the keys buffer of the next item
 }

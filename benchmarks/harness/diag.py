@@ -1,0 +1,87 @@
+"""Device-side A/B timing of kernel variants built by benchmarks/harness/build.sh (ctypes, no torch build).
+
+    python benchmarks/harness/diag.py DIR_WITH_LIBS [case-substring ...]
+
+For each libpt_*.so and each chosen suite case: exactness against the CPU oracle, then the median µs of
+a CUDA-graph replay with the L2 flushed (as the benchmark), without the flush, and of a graph holding two
+back-to-back launches (the second runs with warm code and L2), so cold-start costs show separately.
+"""
+import ctypes
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from persistent_topk import reference, suite  # noqa: E402
+
+K = 2048
+FLUSH = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+
+
+def timed(graph, reps=40, flush=True):
+    graph.replay()
+    s = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    e = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for i in range(reps):
+        if flush:
+            FLUSH.zero_()
+        s[i].record()
+        graph.replay()
+        e[i].record()
+    torch.cuda.synchronize()
+    return statistics.median(a.elapsed_time(b) * 1e3 for a, b in zip(s, e))
+
+
+def capture(fn, times=1):
+    fn()
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(times):
+            fn()
+    return g
+
+
+def main():
+    libdir = Path(sys.argv[1])
+    wanted = sys.argv[2:]
+    cases = [c for c in suite.cases() if not wanted or any(w in c["name"] for w in wanted)]
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    data = []
+    for case in cases:
+        lengths = torch.from_numpy(suite.case_lengths(case))
+        stride = suite.case_stride(case, lengths.numpy())
+        logits = torch.randn((case["rows"], stride), generator=gen, device="cuda")
+        want, _ = reference.reference_topk(logits.cpu(), lengths, K)
+        data.append((case["name"], logits, lengths.cuda(), want))
+    print(f"{'variant':14s} {'case':26s} {'flush':>8s} {'noflush':>8s} {'2x':>8s}  exact")
+    for lib_path in sorted(libdir.glob("libpt_*.so")):
+        lib = ctypes.CDLL(str(lib_path))
+        lib.pt_workspace_bytes.restype = ctypes.c_int64
+        lib.pt_workspace_bytes.argtypes = [ctypes.c_int64, ctypes.c_int64]
+        lib.pt_launch.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
+                                  ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                                  ctypes.c_void_p]
+        name = lib_path.stem[len("libpt_"):]
+        for case_name, logits, lengths, want in data:
+            rows, stride = logits.shape
+            ws = torch.zeros(lib.pt_workspace_bytes(rows, stride), dtype=torch.uint8, device="cuda")
+            out = torch.empty((rows, K), dtype=torch.int32, device="cuda")
+
+            def launch():
+                rc = lib.pt_launch(logits.data_ptr(), logits.stride(0), rows, stride, lengths.data_ptr(), K,
+                                   out.data_ptr(), ws.data_ptr(), rows, stride, torch.cuda.current_stream().cuda_stream)
+                assert rc == 0, rc
+
+            one, two = capture(launch), capture(launch, 2)
+            out.fill_(-7)
+            one.replay()
+            exact = torch.equal(out.cpu(), want)
+            print(f"{name:14s} {case_name:26s} {timed(one):8.2f} {timed(one, flush=False):8.2f} {timed(two):8.2f}  "
+                  f"{exact}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
