@@ -100,9 +100,11 @@ struct BlockSelect {
   }
 
   // Exact threshold for the top m of n keys. On entry ts.hist holds the first digit's counts over all
-  // n keys (the loads fill it); later passes re-read the keys through key_at.
-  template <class KeyAt>
-  __device__ static Threshold refine(TempStorage& ts, int n, const KeyAt& key_at, int m, int significant_bits) {
+  // n keys (the loads fill it); recount(t, shift, digit_mask) counts the next digit of the keys that
+  // match the decided prefix t.
+  template <class Recount>
+  __device__ __forceinline__ static Threshold refine(TempStorage& ts, int n, int m, int significant_bits,
+                                                     const Recount& recount) {
     Threshold t{0u, 0, m};
     if (m >= n) return t;  // everything is selected: a zero-bit prefix that all n keys share
     for (;;) {
@@ -118,11 +120,115 @@ struct BlockSelect {
       zero_histogram(ts);
       __syncthreads();
       const int next_width = min(kDigitBits, significant_bits - t.bits);
-      count_digits(ts, n, key_at, t, 32 - t.bits - next_width, (1u << next_width) - 1u);
+      recount(t, 32 - t.bits - next_width, (1u << next_width) - 1u);
       __syncthreads();
     }
     __syncthreads();  // ts.digit/count_* may be reused by the caller's next search
     return t;
+  }
+
+  // One histogram pass over keys in shared memory: four keys per 16-byte load and two loads in
+  // flight before the first atomic (the compiler cannot hoist a load above an atomic that may alias).
+  __device__ __forceinline__ static void count_digits_shared(TempStorage& ts, const uint32_t* keys, int n,
+                                                             const Threshold& t, int shift, uint32_t digit_mask) {
+    const uint32_t mask = t.mask();
+    const uint4* vectors = reinterpret_cast<const uint4*>(keys);
+    const int vector_count = n / 4;
+    auto count4 = [&](const uint4& v) {
+      const uint32_t k4[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        if ((k4[j] & mask) == t.prefix) atomicAdd(&ts.hist[(k4[j] >> shift) & digit_mask], 1u);
+    };
+    for (int v = threadIdx.x; v < vector_count; v += 2 * kThreads) {
+      const uint4 a = vectors[v];
+      const bool has_b = v + kThreads < vector_count;
+      const uint4 b = has_b ? vectors[v + kThreads] : make_uint4(0, 0, 0, 0);
+      count4(a);
+      if (has_b) count4(b);
+    }
+    for (int i = 4 * vector_count + threadIdx.x; i < n; i += kThreads) {
+      const uint32_t key = keys[i];
+      if ((key & mask) == t.prefix) atomicAdd(&ts.hist[(key >> shift) & digit_mask], 1u);
+    }
+  }
+
+  // emit() for keys in shared memory: each lane takes four consecutive keys per 16-byte load, and
+  // ranks come from eight ballots per 128 keys.
+  template <class IndexOf, class Sink>
+  __device__ static void emit_shared(TempStorage& ts, const uint32_t* keys, int n, const IndexOf& index_of,
+                                     const Threshold& t, Sink& sink) {
+    constexpr int kStep = 128;  // keys per warp per step: 32 lanes x 4
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int span = ((n + kWarps - 1) / kWarps + kStep - 1) / kStep * kStep;
+    const int lo = min(n, warp * span), hi = min(n, lo + span);
+    const uint32_t mask = t.mask();
+    const uint32_t lanes_below = (1u << lane) - 1u;
+
+    auto load4 = [&](int first, uint32_t* k4) {
+      if (first + 4 <= hi) {
+        const uint4 v = *reinterpret_cast<const uint4*>(keys + first);
+        k4[0] = v.x; k4[1] = v.y; k4[2] = v.z; k4[3] = v.w;
+      } else {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) k4[j] = first + j < hi ? keys[first + j] : 0u;
+      }
+    };
+    uint32_t above = 0, at = 0;
+    for (int base = lo; base < hi; base += kStep) {
+      const int first = base + 4 * lane;
+      uint32_t k4[4];
+      load4(first, k4);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const bool valid = first + j < hi;
+        above += valid && (k4[j] & mask) > t.prefix;
+        at += valid && (k4[j] & mask) == t.prefix;
+      }
+    }
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) {
+      above += __shfl_xor_sync(0xFFFFFFFFu, above, offset);
+      at += __shfl_xor_sync(0xFFFFFFFFu, at, offset);
+    }
+    if (lane == 0) {
+      ts.warp_above[warp] = above;
+      ts.warp_at[warp] = at;
+    }
+    __syncthreads();
+    uint32_t above_before = 0, at_before = 0;
+    for (int w = 0; w < warp; ++w) {
+      above_before += ts.warp_above[w];
+      at_before += ts.warp_at[w];
+    }
+    const uint32_t need = static_cast<uint32_t>(t.need);
+    for (int base = lo; base < hi; base += kStep) {
+      const int first = base + 4 * lane;
+      uint32_t k4[4];
+      load4(first, k4);
+      bool is_above[4], is_at[4];
+      uint32_t my_above = above_before, my_at = at_before;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const bool valid = first + j < hi;
+        is_above[j] = valid && (k4[j] & mask) > t.prefix;
+        is_at[j] = valid && (k4[j] & mask) == t.prefix;
+        const uint32_t above_lanes = __ballot_sync(0xFFFFFFFFu, is_above[j]);
+        const uint32_t at_lanes = __ballot_sync(0xFFFFFFFFu, is_at[j]);
+        my_above += __popc(above_lanes & lanes_below);
+        my_at += __popc(at_lanes & lanes_below);
+        above_before += __popc(above_lanes);
+        at_before += __popc(at_lanes);
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        if (is_above[j]) sink.put(static_cast<int>(my_above + min(my_at, need)), index_of(first + j), k4[j]);
+        if (is_at[j] && my_at < need) sink.put(static_cast<int>(my_above + my_at), index_of(first + j), k4[j]);
+        my_above += is_above[j];
+        my_at += is_at[j];
+      }
+    }
+    __syncthreads();  // the sink's writes are visible to the whole block; ts.warp_* free for reuse
   }
 
   // Emit the selection in ascending index order: each warp owns a contiguous span of the list, counts

@@ -127,10 +127,10 @@ struct WorkspaceLayout {
   }
 };
 
-// Work items: one per row, plus one per extra chunk of every split row. Extra chunks come first, so
-// the long rows' pieces start before the short rows (a first step towards longest-first), then item
-// extra_items + r is row r (its chunk 0 when split). The map is rebuilt by every CTA from the lengths
-// at the start of the launch (a few KB read from L2), so no helper kernel runs before this one.
+// Work items: item r < rows is row r (its chunk 0 when split); items rows.. are the other chunks of
+// split rows, in row order. Each CTA starts on item blockIdx.x without touching the queue, and the
+// queue hands out items gridDim.x and up. The map of the extra items is built from the lengths (a few
+// KB from L2) only by a CTA that reaches an item >= rows, so rows need no map and no helper kernel.
 template <int kThreads>
 struct WorkItems {
   static constexpr int kWarps = kThreads / 32;
@@ -233,23 +233,24 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
   __shared__ typename Items::TempStorage item_storage;
   __shared__ uint32_t is_last_chunk;
 
-  const uint32_t extra_items = Items::build(p, item_storage);
-  const uint32_t total_items = extra_items + static_cast<uint32_t>(p.rows);
-
+  bool map_built = false;
+  uint32_t extra_items = 0;
+  uint32_t item = blockIdx.x;
   for (;;) {
-    __syncthreads();  // every thread is done with the previous item's shared state (item, keys, hist)
-    if (threadIdx.x == 0) item_storage.item = atomicAdd(&p.queue[0], 1u);
-    __syncthreads();
-    const uint32_t item = item_storage.item;
-    if (item >= total_items) break;
-    int r, chunk = 0;
-    if (item < extra_items) {
-      Items::find_extra(p, item_storage, item);
+    if (item >= static_cast<uint32_t>(p.rows) && !map_built) {
+      extra_items = Items::build(p, item_storage);
+      map_built = true;
+    }
+    if (item >= static_cast<uint32_t>(p.rows) + extra_items) break;
+    // Claim the next item now; its round trip overlaps this item's work.
+    uint32_t next_item = 0;
+    if (threadIdx.x == 0) next_item = gridDim.x + atomicAdd(&p.queue[0], 1u);
+    int r = static_cast<int>(item), chunk = 0;
+    if (item >= static_cast<uint32_t>(p.rows)) {
+      Items::find_extra(p, item_storage, item - p.rows);
       __syncthreads();
       r = item_storage.row;
       chunk = item_storage.chunk;
-    } else {
-      r = static_cast<int>(item - extra_items);
     }
 
     const RowWindow w = row_window(p, r);
@@ -258,9 +259,7 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
     const int m = min(p.k, w.n);
     if (plan.path == RowPath::kShort) {
       ShortRowAgent<kThreads, T>::run(w.n, p.k, sink);  // complete: index order, padded
-      continue;
-    }
-    if (plan.path == RowPath::kGlobal) {
+    } else if (plan.path == RowPath::kGlobal) {
       select_in_global<kThreads, T>(sink.row, w.n, m, select_storage, sink);
     } else {
       // Medium rows are split rows of one chunk that write the answer directly.
@@ -273,25 +272,32 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
       const bool is_split = plan.path == RowPath::kSplit;
       Select::zero_histogram(select_storage);
       __syncthreads();
-      SharedRowLoader<kThreads, T>::load(sink.row + first, length, keys, select_storage);
+      load_row<kThreads, T>(sink.row + first, length, keys, select_storage);
       __syncthreads();
       const int slot = split.slot(p.k);
       select_in_shared<kThreads, T>(length, min(p.k, length), keys, select_storage, ColumnOf{first, nullptr},
                                     is_split ? sink.to_candidates(candidate_keys + chunk * slot,
                                                                   candidate_columns + chunk * slot)
                                              : sink);
-      if (is_split) {
-        if (!Arrival::last_to_arrive(p.arrivals + r, split.chunks, &is_last_chunk)) continue;
+      bool finished = !is_split;
+      if (is_split && Arrival::last_to_arrive(p.arrivals + r, split.chunks, &is_last_chunk)) {
         const int count = split.candidates(p.k, w.n);
         Select::zero_histogram(select_storage);
         __syncthreads();
-        Arrival::load_candidates(candidate_keys, count, keys, select_storage);
+        load_words<kThreads>(candidate_keys, count, keys, select_storage, IdentityKey{});
         __syncthreads();
         select_in_shared<kThreads, T>(count, m, keys, select_storage, ColumnOf{0, candidate_columns}, sink);
+        finished = true;
+      }
+      if (finished) {
+        sink.template pad<kThreads>(m, p.k);
+        if (p.by_value) finish_sorted<kThreads, T>(m, sink, reinterpret_cast<uint64_t*>(keys));
       }
     }
-    sink.template pad<kThreads>(m, p.k);
-    if (p.by_value) finish_sorted<kThreads, T>(m, sink, reinterpret_cast<uint64_t*>(keys));
+    __syncthreads();  // this item's shared state (keys, hist, item_storage) is free for the next one
+    if (threadIdx.x == 0) item_storage.item = next_item;
+    __syncthreads();
+    item = item_storage.item;
   }
 
   // The last CTA out resets the queue for the next launch: by then every CTA has taken its final

@@ -64,6 +64,78 @@ struct SharedRowLoader {
   }
 };
 
+// Asynchronous 16-byte global->shared copies (cp.async, L1 bypassed): a whole row in flight at once
+// without holding it in registers.
+__device__ __forceinline__ void copy_async_16(void* shared_dst, const void* global_src) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(shared_dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(global_src));
+}
+__device__ __forceinline__ void wait_async_copies() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+// 4-byte words (float32 logits, or keys already) -> keys[0, n), counting the first digit. A 16-byte
+// aligned source is copied asynchronously as raw words and converted in place; otherwise each word
+// goes through registers. `to_key_of(word)` converts one word.
+template <int kThreads, class ToKey>
+__device__ __forceinline__ void load_words(const uint32_t* __restrict__ src, int n, uint32_t* keys,
+                                           typename BlockSelect<kThreads>::TempStorage& ts, const ToKey& to_key_of) {
+  using Select = BlockSelect<kThreads>;
+  if ((reinterpret_cast<uintptr_t>(src) & 15u) != 0) {
+    for (int i = threadIdx.x; i < n; i += kThreads) {
+      const uint32_t key = to_key_of(__ldcg(src + i));
+      keys[i] = key;
+      Select::count_first_digit(ts, key);
+    }
+    return;
+  }
+  const int vector_count = n / 4;
+  for (int v = threadIdx.x; v < vector_count; v += kThreads) copy_async_16(keys + 4 * v, src + 4 * v);
+  for (int i = 4 * vector_count + threadIdx.x; i < n; i += kThreads) keys[i] = __ldcg(src + i);
+  wait_async_copies();
+  __syncthreads();
+  uint4* vectors = reinterpret_cast<uint4*>(keys);
+  auto convert4 = [&](int v, uint4 w) {
+    w.x = to_key_of(w.x);
+    w.y = to_key_of(w.y);
+    w.z = to_key_of(w.z);
+    w.w = to_key_of(w.w);
+    vectors[v] = w;
+    Select::count_first_digit(ts, w.x);
+    Select::count_first_digit(ts, w.y);
+    Select::count_first_digit(ts, w.z);
+    Select::count_first_digit(ts, w.w);
+  };
+  for (int v = threadIdx.x; v < vector_count; v += 2 * kThreads) {
+    const uint4 a = vectors[v];
+    const bool has_b = v + kThreads < vector_count;
+    const uint4 b = has_b ? vectors[v + kThreads] : make_uint4(0, 0, 0, 0);
+    convert4(v, a);
+    if (has_b) convert4(v + kThreads, b);
+  }
+  for (int i = 4 * vector_count + threadIdx.x; i < n; i += kThreads) {
+    const uint32_t key = to_key_of(keys[i]);
+    keys[i] = key;
+    Select::count_first_digit(ts, key);
+  }
+}
+
+struct Float32BitsToKey {
+  __device__ __forceinline__ uint32_t operator()(uint32_t bits) const { return to_key(__uint_as_float(bits)); }
+};
+struct IdentityKey {
+  __device__ __forceinline__ uint32_t operator()(uint32_t key) const { return key; }
+};
+
+// A row's (or chunk's) logits -> keys in shared memory, first digit counted (ts.hist must be zero).
+template <int kThreads, typename T>
+__device__ __forceinline__ void load_row(const T* src, int n, uint32_t* keys,
+                                         typename BlockSelect<kThreads>::TempStorage& ts) {
+  if constexpr (sizeof(T) == 4) {
+    load_words<kThreads>(reinterpret_cast<const uint32_t*>(src), n, keys, ts, Float32BitsToKey{});
+  } else {
+    SharedRowLoader<kThreads, T>::load(src, n, keys, ts);
+  }
+}
+
 // Reads keys straight from shared memory.
 struct SharedKeys {
   const uint32_t* keys;
@@ -80,15 +152,17 @@ struct ColumnOf {
 };
 
 // The top m of the n keys in shared memory (ts.hist already counts their first digit) into `sink`,
-// in index order. Out of line: medium rows, chunks and merges all run this one copy.
+// in index order.
 template <int kThreads, typename T>
-__device__ __noinline__ void select_in_shared(int n, int m, const uint32_t* keys,
-                                              typename BlockSelect<kThreads>::TempStorage& ts, ColumnOf column_of,
-                                              Sink<T> sink) {
+__device__ __forceinline__ void select_in_shared(int n, int m, const uint32_t* keys,
+                                                 typename BlockSelect<kThreads>::TempStorage& ts, ColumnOf column_of,
+                                                 const Sink<T>& sink) {
   using Select = BlockSelect<kThreads>;
-  const SharedKeys key_at{keys};
-  const Threshold t = Select::refine(ts, n, key_at, m, KeyTraits<T>::kSignificantBits);
-  Select::emit(ts, n, key_at, column_of, t, sink);
+  const Threshold t = Select::refine(ts, n, m, KeyTraits<T>::kSignificantBits,
+                                     [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
+                                       Select::count_digits_shared(ts, keys, n, prefix, shift, digit_mask);
+                                     });
+  Select::emit_shared(ts, keys, n, column_of, t, sink);
 }
 
 }  // namespace persistent_topk

@@ -54,15 +54,6 @@ struct SplitRowArrival {
     return last;
   }
 
-  // The row's candidate keys into shared memory, counting their first digit (ts.hist must be zero).
-  __device__ __forceinline__ static void load_candidates(const uint32_t* candidate_keys, int count, uint32_t* keys,
-                                                         typename BlockSelect<kThreads>::TempStorage& ts) {
-    for (int i = threadIdx.x; i < count; i += kThreads) {
-      const uint32_t key = __ldcg(candidate_keys + i);
-      keys[i] = key;
-      BlockSelect<kThreads>::count_first_digit(ts, key);
-    }
-  }
 };
 
 template <typename T>
@@ -81,7 +72,10 @@ __device__ __noinline__ void select_in_global(const T* row, int n, int m,
   __syncthreads();
   Select::count_digits(ts, n, key_at, Threshold{0u, 0, 0}, Select::kFirstShift, Select::kBins - 1);
   __syncthreads();
-  const Threshold t = Select::refine(ts, n, key_at, m, KeyTraits<T>::kSignificantBits);
+  const Threshold t = Select::refine(ts, n, m, KeyTraits<T>::kSignificantBits,
+                                     [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
+                                       Select::count_digits(ts, n, key_at, prefix, shift, digit_mask);
+                                     });
   Select::emit(ts, n, key_at, ColumnOf{0, nullptr}, t, sink);
 }
 
