@@ -18,20 +18,24 @@ namespace persistent_topk {
 
 // Every tuning constant, with its reason.
 struct Policy {
-  // 16 warps per CTA: enough to keep the shared-memory passes busy, few enough that two CTAs share an
-  // SM (one loading from HBM while the other runs its passes out of shared memory).
-  static constexpr int kThreads = 512;
-  static constexpr int kMinBlocksPerSM = 2;
-  // Keys a CTA holds in shared memory: 24K x 4 B = 96 KB; with the 8 KB histogram and scan storage two
-  // CTAs fit in Hopper's 227 KB. Rows up to this length are read once; longer rows are split into
-  // chunks of at most this many columns, and a split row's candidates must fit here too.
-  static constexpr int kSmemKeys = 24576;
+  // 32 warps per CTA, one CTA per SM: decode batches are small, so a single row usually has an SM to
+  // itself, and the selection passes are latency-bound: the more warps on that row, the faster.
+  static constexpr int kThreads = 1024;
+  static constexpr int kMinBlocksPerSM = 1;
+  // Keys a CTA holds in shared memory: 32K x 4 B = 128 KB (plus 15 KB of histogram, scan and item
+  // state, well inside Hopper's 227 KB). Holds a medium row, a chunk, or a split row's candidates.
+  static constexpr int kSmemKeys = 32768;
+  // Rows longer than this are split into chunks of at most this many columns, one work item each, so
+  // a long row is read by many SMs at once; 16K chunks keep a 256K row's k=2048 candidates
+  // (16 x 2048) within kSmemKeys.
+  static constexpr int kChunkKeys = 16384;
   // Chunk lengths are rounded to this many columns so every chunk starts 16-byte aligned whenever the
   // row does (16 covers 4-byte and 2-byte logits).
   static constexpr int kChunkAlign = 16;
   // sorted=True sorts the selection in the keys buffer as 64-bit words, padded to a power of two.
-  static constexpr int kMaxSortedK = 8192;
+  static constexpr int kMaxSortedK = 16384;
   static_assert(kMaxSortedK * 2 <= kSmemKeys, "the sorted selection fits the keys buffer");
+  static_assert(kChunkKeys <= kSmemKeys, "a chunk fits the keys buffer");
   // Rows are grouped for the item map: at most this many groups, one per thread of the block scan.
   static constexpr int kMaxItemGroups = kThreads;
 };
@@ -97,28 +101,34 @@ struct RowPlan {
 // and the device.
 __host__ __device__ inline RowPlan plan_row(int n, int k, bool by_value) {
   if (n <= k && !by_value) return RowPlan{RowPath::kShort, {1, n}};
-  if (n <= Policy::kSmemKeys) return RowPlan{RowPath::kMedium, {1, n}};
-  int chunks = (n + Policy::kSmemKeys - 1) / Policy::kSmemKeys;
+  if (n <= Policy::kChunkKeys) return RowPlan{RowPath::kMedium, {1, n}};
+  int chunks = (n + Policy::kChunkKeys - 1) / Policy::kChunkKeys;
   int chunk_len = (n + chunks - 1) / chunks;
   chunk_len = (chunk_len + Policy::kChunkAlign - 1) / Policy::kChunkAlign * Policy::kChunkAlign;
   chunks = (n + chunk_len - 1) / chunk_len;
   const int64_t slot = k < chunk_len ? k : chunk_len;
   if (chunks * slot <= Policy::kSmemKeys) return RowPlan{RowPath::kSplit, {chunks, chunk_len}};
+  if (n <= Policy::kSmemKeys) return RowPlan{RowPath::kMedium, {1, n}};
   return RowPlan{RowPath::kGlobal, {1, n}};
 }
 
-// Byte offsets of the workspace's parts, each 256-byte aligned.
+// Byte offsets of the workspace's parts, each 256-byte aligned. The layout follows the workspace's
+// capacity (rows, stride, k), never a call's shape, so the arrival counters sit at the same place for
+// every call that uses the workspace.
 struct WorkspaceLayout {
   static constexpr int64_t kAlign = 256;
   int64_t arrivals_offset, candidate_keys_offset, candidate_columns_offset, candidates_per_row, bytes;
 
   static int64_t align(int64_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
 
-  // Candidate room per row: a split row never has more than kSmemKeys candidates, and only rows
-  // longer than kSmemKeys can split.
-  static WorkspaceLayout make(int64_t rows, int64_t stride) {
+  // Candidate room per row: what the longest possible row leaves (a shorter row never has more
+  // chunks, nor longer ones), at most kSmemKeys.
+  static WorkspaceLayout make(int64_t rows, int64_t stride, int64_t k) {
     WorkspaceLayout layout;
-    layout.candidates_per_row = stride > Policy::kSmemKeys ? Policy::kSmemKeys : 0;
+    const int64_t chunks = (stride + Policy::kChunkKeys - 1) / Policy::kChunkKeys;
+    const int64_t per_chunk = k < Policy::kChunkKeys ? k : Policy::kChunkKeys;
+    layout.candidates_per_row = stride > Policy::kChunkKeys ? chunks * per_chunk : 0;
+    if (layout.candidates_per_row > Policy::kSmemKeys) layout.candidates_per_row = Policy::kSmemKeys;
     layout.arrivals_offset = kAlign;  // the queue counters live in the first 256 bytes
     layout.candidate_keys_offset = layout.arrivals_offset + align(rows * 4);
     layout.candidate_columns_offset = layout.candidate_keys_offset + align(rows * layout.candidates_per_row * 4);
@@ -207,6 +217,9 @@ struct WorkItems {
   }
 };
 
+// Where the free part of the keys buffer starts after n keys (16-byte aligned).
+__device__ __forceinline__ int spare_offset(int n) { return (n + 3) & ~3; }
+
 template <typename T>
 __device__ __forceinline__ Sink<T> row_sink(const Params& p, int r, const RowWindow& w) {
   Sink<T> sink;
@@ -278,7 +291,8 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
       select_in_shared<kThreads, T>(length, min(p.k, length), keys, select_storage, ColumnOf{first, nullptr},
                                     is_split ? sink.to_candidates(candidate_keys + chunk * slot,
                                                                   candidate_columns + chunk * slot)
-                                             : sink);
+                                             : sink,
+                                    keys + spare_offset(length), Policy::kSmemKeys - spare_offset(length));
       bool finished = !is_split;
       if (is_split && Arrival::last_to_arrive(p.arrivals + r, split.chunks, &is_last_chunk)) {
         const int count = split.candidates(p.k, w.n);
@@ -286,7 +300,8 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
         __syncthreads();
         load_words<kThreads>(candidate_keys, count, keys, select_storage, IdentityKey{});
         __syncthreads();
-        select_in_shared<kThreads, T>(count, m, keys, select_storage, ColumnOf{0, candidate_columns}, sink);
+        select_in_shared<kThreads, T>(count, m, keys, select_storage, ColumnOf{0, candidate_columns}, sink,
+                                      keys + spare_offset(count), Policy::kSmemKeys - spare_offset(count));
         finished = true;
       }
       if (finished) {

@@ -45,9 +45,7 @@ void launch(const Params& params, int device, cudaStream_t stream) {
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-int64_t workspace_bytes(int64_t rows, int64_t stride, int64_t /*k*/) {
-  return WorkspaceLayout::make(rows, stride).bytes;
-}
+int64_t workspace_bytes(int64_t rows, int64_t stride, int64_t k) { return WorkspaceLayout::make(rows, stride, k).bytes; }
 
 int64_t launch_grid(const at::Tensor& logits) {
   const c10::cuda::CUDAGuard guard(logits.device());
@@ -64,7 +62,7 @@ void select_rows(const at::Tensor& logits, const at::Tensor& bounds, const c10::
                  int64_t window_mode, int64_t next_n, int64_t k, bool by_value,
                  const c10::optional<at::Tensor>& page_table, int64_t page_size, at::Tensor& out,
                  const c10::optional<at::Tensor>& values, const c10::optional<at::Tensor>& workspace,
-                 int64_t workspace_rows, int64_t workspace_stride) {
+                 int64_t workspace_rows, int64_t workspace_stride, int64_t workspace_k) {
   TORCH_CHECK(logits.is_cuda() && logits.dim() == 2, "logits: expected a 2-D CUDA tensor");
   TORCH_CHECK(logits.size(1) <= 1 || logits.stride(1) == 1, "logits: the last dimension must be contiguous");
   TORCH_CHECK(logits.size(0) < INT_MAX && logits.size(1) < INT_MAX, "logits: rows and stride must fit in int32");
@@ -78,9 +76,10 @@ void select_rows(const at::Tensor& logits, const at::Tensor& bounds, const c10::
   const int64_t rows = logits.size(0), stride = logits.size(1);
   // The layout follows the workspace's capacity, not this call's shape: the arrival counters then sit
   // at the same place for every call, and no call's candidates overwrite another shape's counters.
-  TORCH_CHECK(rows <= workspace_rows && stride <= workspace_stride, "workspace: sized for ", workspace_rows,
-              " rows x ", workspace_stride, " columns, this call has ", rows, " x ", stride);
-  const WorkspaceLayout layout = WorkspaceLayout::make(workspace_rows, workspace_stride);
+  TORCH_CHECK(rows <= workspace_rows && stride <= workspace_stride && k <= workspace_k, "workspace: sized for ",
+              workspace_rows, " rows x ", workspace_stride, " columns, k=", workspace_k, "; this call has ", rows,
+              " x ", stride, ", k=", k);
+  const WorkspaceLayout layout = WorkspaceLayout::make(workspace_rows, workspace_stride, workspace_k);
   TORCH_CHECK(workspace->numel() >= layout.bytes, "workspace: ", workspace->numel(), " bytes, its layout needs ",
               layout.bytes);
   if (window_mode == kWindowDecode) {
@@ -147,5 +146,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("select_rows", &persistent_topk::select_rows, "Launch the persistent top-k kernel (one launch)");
   m.attr("max_sorted_k") = persistent_topk::Policy::kMaxSortedK;
   m.attr("smem_keys") = persistent_topk::Policy::kSmemKeys;
+  m.attr("chunk_keys") = persistent_topk::Policy::kChunkKeys;
   m.attr("threads") = persistent_topk::Policy::kThreads;
 }

@@ -151,18 +151,84 @@ struct ColumnOf {
   __device__ __forceinline__ int32_t operator()(int i) const { return columns ? __ldcg(columns + i) : first + i; }
 };
 
+// Candidates compacted into the spare part of the keys buffer: positions (into keys) of the keys at
+// or above the first threshold bin, in index order.
+struct CandidateKeys {
+  const uint32_t* keys;
+  const uint32_t* positions;
+  __device__ __forceinline__ uint32_t operator()(int j) const { return keys[positions[j]]; }
+};
+struct CandidateColumn {
+  ColumnOf column_of;
+  const uint32_t* positions;
+  __device__ __forceinline__ int32_t operator()(int j) const { return column_of(static_cast<int>(positions[j])); }
+};
+struct PositionSink {
+  uint32_t* positions;
+  __device__ __forceinline__ void put(int slot, int32_t position, uint32_t /*key*/) const {
+    positions[slot] = static_cast<uint32_t>(position);
+  }
+};
+
 // The top m of the n keys in shared memory (ts.hist already counts their first digit) into `sink`,
-// in index order.
+// in index order. `spare` (capacity words) is free shared memory after the keys.
+//
+// After the first digit, the keys above the threshold bin are selected and those below are out; only
+// the bin itself is undecided. Unless the whole bin is selected, the keys at or above it (about k plus
+// one bin) are compacted once, in index order, into `spare`, and every later pass and the write-out
+// run over that short list instead of all n keys.
 template <int kThreads, typename T>
 __device__ __forceinline__ void select_in_shared(int n, int m, const uint32_t* keys,
                                                  typename BlockSelect<kThreads>::TempStorage& ts, ColumnOf column_of,
-                                                 const Sink<T>& sink) {
+                                                 const Sink<T>& sink, uint32_t* spare, int capacity) {
   using Select = BlockSelect<kThreads>;
-  const Threshold t = Select::refine(ts, n, m, KeyTraits<T>::kSignificantBits,
-                                     [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
-                                       Select::count_digits_shared(ts, keys, n, prefix, shift, digit_mask);
-                                     });
-  Select::emit_shared(ts, keys, n, column_of, t, sink);
+  constexpr int kBits = KeyTraits<T>::kSignificantBits;
+  if (m >= n) {
+    Select::emit_shared_uncut(ts, keys, n, column_of, Threshold{0u, 0, m, true}, sink);
+    return;
+  }
+  Select::find_digit(ts, m);
+  const uint32_t digit = ts.digit, above = ts.count_above, at = ts.count_at;
+  Threshold t{digit << Select::kFirstShift, Select::kDigitBits, m - static_cast<int>(above),
+              at == static_cast<uint32_t>(m) - above};
+  __syncthreads();  // ts.digit/count_* read by everyone
+  if (t.all_at_selected) {
+    Select::emit_shared_uncut(ts, keys, n, column_of, t, sink);
+    return;
+  }
+  const int count = static_cast<int>(above + at);
+  if (count <= capacity) {
+    PositionSink to_spare{spare};
+    Select::emit_shared_uncut(ts, keys, n, ColumnOf{0, nullptr}, Threshold{t.prefix, t.bits, count, true},
+                              to_spare);
+    const CandidateKeys key_at{keys, spare};
+    const int next_width = min(Select::kDigitBits, kBits - t.bits);
+    auto recount = [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
+      Select::count_digits(ts, count, key_at, prefix, shift, digit_mask);
+    };
+    Select::zero_histogram(ts);
+    __syncthreads();
+    recount(t, 32 - t.bits - next_width, (1u << next_width) - 1u);
+    __syncthreads();
+    t = Select::refine_from(ts, t, kBits, recount);
+    Select::emit(ts, count, key_at, CandidateColumn{column_of, spare}, t, sink);
+    return;
+  }
+  // The threshold bin is too large to compact (adversarial input): every pass over all n keys.
+  const int next_width = min(Select::kDigitBits, kBits - t.bits);
+  auto recount = [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
+    Select::count_digits_shared(ts, keys, n, prefix, shift, digit_mask);
+  };
+  Select::zero_histogram(ts);
+  __syncthreads();
+  recount(t, 32 - t.bits - next_width, (1u << next_width) - 1u);
+  __syncthreads();
+  t = Select::refine_from(ts, t, kBits, recount);
+  if (t.all_at_selected) {
+    Select::emit_shared_uncut(ts, keys, n, column_of, t, sink);
+  } else {
+    Select::emit_shared(ts, keys, n, column_of, t, sink);
+  }
 }
 
 }  // namespace persistent_topk

@@ -70,7 +70,7 @@ __device__ __noinline__ void select_in_global(const T* row, int n, int m,
   const GlobalKeys<T> key_at{row};
   Select::zero_histogram(ts);
   __syncthreads();
-  Select::count_digits(ts, n, key_at, Threshold{0u, 0, 0}, Select::kFirstShift, Select::kBins - 1);
+  Select::count_digits(ts, n, key_at, Threshold{0u, 0, 0, true}, Select::kFirstShift, Select::kBins - 1);
   __syncthreads();
   const Threshold t = Select::refine(ts, n, m, KeyTraits<T>::kSignificantBits,
                                      [&](const Threshold& prefix, int shift, uint32_t digit_mask) {

@@ -47,6 +47,7 @@ def _select_rows(
     workspace: Optional[torch.Tensor],
     workspace_rows: int,
     workspace_stride: int,
+    workspace_k: int,
 ) -> None:
     starts, lengths = _row_windows(logits, bounds, row_starts, window_mode, next_n)
     indices, picked = reference.reference_topk(logits, lengths, k, starts=starts, sorted=by_value,
@@ -58,14 +59,15 @@ def _select_rows(
 
 @_select_rows.register_kernel("cuda")
 def _select_rows_cuda(logits, bounds, row_starts, window_mode, next_n, k, by_value, page_table, page_size, out, values,
-                      workspace, workspace_rows, workspace_stride):
+                      workspace, workspace_rows, workspace_stride, workspace_k):
     _backend.require_cuda_kernels().select_rows(logits, bounds, row_starts, window_mode, next_n, k, by_value, page_table,
-                                                page_size, out, values, workspace, workspace_rows, workspace_stride)
+                                                page_size, out, values, workspace, workspace_rows, workspace_stride,
+                                                workspace_k)
 
 
 @_select_rows.register_fake
 def _(logits, bounds, row_starts, window_mode, next_n, k, by_value, page_table, page_size, out, values, workspace,
-      workspace_rows, workspace_stride):
+      workspace_rows, workspace_stride, workspace_k):
     return None
 
 
@@ -147,7 +149,7 @@ def _run(logits, bounds, row_starts, mode, next_n, k, out, values, plan, workspa
     if workspace is not None and not isinstance(workspace, Workspace):
         raise TypeError(f"workspace: expected a persistent_topk.Workspace, got {type(workspace).__name__}")
 
-    workspace_buffer, workspace_rows, workspace_stride = None, 0, 0
+    workspace_buffer, workspace_rows, workspace_stride, workspace_k = None, 0, 0, 0
     if device.type == "cuda":
         _backend.require_cuda_kernels()
         if workspace is None:
@@ -155,7 +157,7 @@ def _run(logits, bounds, row_starts, mode, next_n, k, out, values, plan, workspa
         elif workspace.device != device:
             raise ValueError(f"workspace: lives on {workspace.device}, but logits are on {device}")
         workspace_buffer = workspace.ensure(rows, stride, k)
-        workspace_rows, workspace_stride = workspace.max_rows, workspace.max_stride
+        workspace_rows, workspace_stride, workspace_k = workspace.max_rows, workspace.max_stride, workspace.k
         if sorted and k > _backend.require_cuda_kernels().max_sorted_k:
             raise ValueError(f"k: sorted=True supports k <= {_backend.require_cuda_kernels().max_sorted_k} on CUDA "
                              f"(the selection is sorted in shared memory), got {k}")
@@ -164,7 +166,8 @@ def _run(logits, bounds, row_starts, mode, next_n, k, out, values, plan, workspa
     if rows == 0:
         return out
     torch.ops.persistent_topk.select_rows(logits, bounds, row_starts, mode, next_n, k, sorted, page_table,
-                                          page_size, out, values, workspace_buffer, workspace_rows, workspace_stride)
+                                          page_size, out, values, workspace_buffer, workspace_rows, workspace_stride,
+                                          workspace_k)
     return out
 
 

@@ -52,8 +52,9 @@ def check(logits, lengths, k, *, by_value=False, what=""):
 def path_lengths(stride, k, g, rows):
     """Lengths that put rows on every path: empty, short (<= k), medium (in shared memory), split
     (several chunks) and the edges between them, plus negatives and lengths past the stride."""
+    chunk = pt._backend.require_cuda_kernels().chunk_keys
     smem = pt._backend.require_cuda_kernels().smem_keys
-    edges = [0, -1, 1, k - 1, k, k + 1, smem - 1, smem, smem + 1, 2 * smem + 5, stride, stride + 100]
+    edges = [0, -1, 1, k - 1, k, k + 1, chunk, chunk + 1, smem - 1, smem + 1, 3 * chunk + 5, stride, stride + 100]
     edges = [e for e in edges if e <= stride + 100]
     lengths = torch.randint(-2, stride + 50, (rows,), generator=g)
     lengths[: min(rows, len(edges))] = torch.tensor(edges[:rows])

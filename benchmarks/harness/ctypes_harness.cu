@@ -9,7 +9,7 @@
 
 using namespace persistent_topk;
 
-extern "C" int64_t pt_workspace_bytes(int64_t rows, int64_t stride) { return WorkspaceLayout::make(rows, stride).bytes; }
+extern "C" int64_t pt_workspace_bytes(int64_t rows, int64_t stride) { return WorkspaceLayout::make(rows, stride, 2048).bytes; }
 
 extern "C" int pt_launch(const float* logits, int64_t row_pitch, int rows, int stride, const int32_t* lengths, int k,
                          int32_t* out, void* workspace, int64_t workspace_rows, int64_t workspace_stride,
@@ -25,7 +25,7 @@ extern "C" int pt_launch(const float* logits, int64_t row_pitch, int rows, int s
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
     grid = sms * blocks;
   }
-  const WorkspaceLayout layout = WorkspaceLayout::make(workspace_rows, workspace_stride);
+  const WorkspaceLayout layout = WorkspaceLayout::make(workspace_rows, workspace_stride, k);
   uint8_t* base = static_cast<uint8_t*>(workspace);
   Params p{};
   p.logits = logits;
