@@ -18,22 +18,25 @@ namespace persistent_topk {
 
 // Every tuning constant, with its reason.
 struct Policy {
-  // 32 warps per CTA, one CTA per SM: decode batches are small, so a single row usually has an SM to
-  // itself, and the selection passes are latency-bound: the more warps on that row, the faster.
-  static constexpr int kThreads = 1024;
-  static constexpr int kMinBlocksPerSM = 1;
-  // Keys a CTA holds in shared memory: 32K x 4 B = 128 KB (plus 15 KB of histogram, scan and item
-  // state, well inside Hopper's 227 KB). Holds a medium row, a chunk, or a split row's candidates.
-  static constexpr int kSmemKeys = 32768;
+  // Two CTAs of 16 warps per SM: one streams its next row from HBM while the other runs its passes
+  // out of shared memory (measured against one 32-warp CTA per SM: 1.3-1.5x faster on batches of
+  // many rows, equal on small ones; docs/perf-notes.md).
+  static constexpr int kThreads = 512;
+  static constexpr int kMinBlocksPerSM = 2;
+  // Keys a CTA holds in shared memory: 24K x 4 B = 96 KB; with ~15 KB of histogram, scan and item
+  // state two CTAs fit in Hopper's 228 KB per SM. Holds a medium row, a chunk (and the chunk's
+  // compacted candidates behind it), or a split row's candidates.
+  static constexpr int kSmemKeys = 24576;
   // Rows longer than this are split into chunks of at most this many columns, one work item each, so
-  // a long row is read by many SMs at once; 16K chunks keep a 256K row's k=2048 candidates
-  // (16 x 2048) within kSmemKeys.
+  // a long row is read by many SMs at once. 16K leaves 8K words behind a chunk for its compacted
+  // candidates (about k plus one histogram bin), and lets rows up to 12 chunks (196K columns) merge
+  // their k=2048 candidates in shared memory; longer rows take the global path.
   static constexpr int kChunkKeys = 16384;
   // Chunk lengths are rounded to this many columns so every chunk starts 16-byte aligned whenever the
   // row does (16 covers 4-byte and 2-byte logits).
   static constexpr int kChunkAlign = 16;
   // sorted=True sorts the selection in the keys buffer as 64-bit words, padded to a power of two.
-  static constexpr int kMaxSortedK = 16384;
+  static constexpr int kMaxSortedK = 8192;
   static_assert(kMaxSortedK * 2 <= kSmemKeys, "the sorted selection fits the keys buffer");
   static_assert(kChunkKeys <= kSmemKeys, "a chunk fits the keys buffer");
   // Rows are grouped for the item map: at most this many groups, one per thread of the block scan.

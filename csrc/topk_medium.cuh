@@ -136,12 +136,6 @@ __device__ __forceinline__ void load_row(const T* src, int n, uint32_t* keys,
   }
 }
 
-// Reads keys straight from shared memory.
-struct SharedKeys {
-  const uint32_t* keys;
-  __device__ __forceinline__ uint32_t operator()(int i) const { return keys[i]; }
-};
-
 // Column of the i-th listed element: `first + i` for a run of consecutive columns, or the column
 // stored beside a candidate. Candidates are written by other CTAs of this launch, so they are read
 // through L2 (ld.global.cg), never from a possibly stale L1 line.
@@ -180,7 +174,7 @@ struct PositionSink {
 template <int kThreads, typename T>
 __device__ __forceinline__ void select_in_shared(int n, int m, const uint32_t* keys,
                                                  typename BlockSelect<kThreads>::TempStorage& ts, ColumnOf column_of,
-                                                 const Sink<T>& sink, uint32_t* spare, int capacity) {
+                                                 Sink<T> sink, uint32_t* spare, int capacity) {
   using Select = BlockSelect<kThreads>;
   constexpr int kBits = KeyTraits<T>::kSignificantBits;
   if (m >= n) {

@@ -26,16 +26,23 @@ struct Sink {
     if (page_table == nullptr) return index;
     return page_table[index / page_size] * page_size + index % page_size;
   }
+  // The hot cases (a chunk's candidates, a plain index) inline; transform and values out of line, so
+  // the many call sites of the unrolled emission loops stay small in the instruction cache.
   __device__ __forceinline__ void put(int position, int32_t index, uint32_t key) const {
     if (candidate_keys != nullptr) {
       candidate_keys[position] = key;
       candidate_columns[position] = index;
-    } else if (raw) {
+    } else if (raw || (page_table == nullptr && values == nullptr)) {
       out[position] = index;
     } else {
-      out[position] = transform(index);
-      if (values != nullptr) values[position] = row[index];
+      put_transformed(out, values, row, page_table, page_size, position, index);
     }
+  }
+  __device__ __noinline__ static void put_transformed(int32_t* out, T* values, const T* row,
+                                                      const int32_t* page_table, int page_size, int position,
+                                                      int32_t index) {
+    out[position] = page_table == nullptr ? index : page_table[index / page_size] * page_size + index % page_size;
+    if (values != nullptr) values[position] = row[index];
   }
   __device__ __forceinline__ Sink to_candidates(uint32_t* keys, int32_t* columns) const {
     Sink s = *this;

@@ -89,9 +89,10 @@ def gpu_case(case, k: int, reps: int, bandwidth: float, flush: torch.Tensor, gen
 
     columns = torch.arange(stride, device="cuda")
     masked = torch.where(columns[None, :] < lengths[:, None], logits, float("-inf"))
-    topk_values = torch.empty((rows, k), device="cuda")
-    topk_indices = torch.empty((rows, k), dtype=torch.int64, device="cuda")
-    baseline = _graph(lambda: torch.topk(masked, k, dim=1, out=(topk_values, topk_indices)))
+    torch_k = min(k, stride)  # torch.topk cannot ask for more than the row has (short rows)
+    topk_values = torch.empty((rows, torch_k), device="cuda")
+    topk_indices = torch.empty((rows, torch_k), dtype=torch.int64, device="cuda")
+    baseline = _graph(lambda: torch.topk(masked, torch_k, dim=1, out=(topk_values, topk_indices)))
     torch_us = time_graph_us(baseline, reps, flush)
 
     trivial = _graph(lambda: out.fill_(-1))

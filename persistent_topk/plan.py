@@ -1,7 +1,8 @@
 """The per-decode-step plan (SPEC §5): built once from the lengths, reused by every layer.
 
 A plan holds the clamped lengths, the rows in longest-first (LPT) order and a fingerprint of what it
-was built from (row count, sum and xor of the clamped lengths). A call handed a plan whose fingerprint
+was built from: row count, sum and xor of the clamped lengths (SPEC §5), plus a position-weighted sum,
+since sum and xor alone cannot see two rows trading lengths, which changes the plan's order. A call handed a plan whose fingerprint
 no longer matches the live lengths still computes the exact result from the live lengths, and records
 STALE in the plan's status, which the caller reads later with ``plan.status()`` (one host sync).
 """
@@ -16,7 +17,7 @@ STALE = 1
 
 
 def fingerprint(lengths: torch.Tensor, stride: int) -> torch.Tensor:
-    """int64[3]: (row count, sum, xor) of the lengths clamped to [0, stride]."""
+    """int64[4]: (row count, sum, xor, sum of (row + 1) * length) of the lengths clamped to [0, stride]."""
     clamped = lengths.to(torch.int64).clamp(0, stride)
     rows = torch.full((1,), clamped.numel(), dtype=torch.int64, device=lengths.device)
     xor = torch.zeros(1, dtype=torch.int64, device=lengths.device)
@@ -24,14 +25,15 @@ def fingerprint(lengths: torch.Tensor, stride: int) -> torch.Tensor:
         # xor-reduce by bit counting: bit b is set iff an odd number of lengths have it.
         bits = (clamped[:, None] >> torch.arange(32, device=lengths.device)) & 1
         xor = ((bits.sum(dim=0) & 1) << torch.arange(32, device=lengths.device)).sum().reshape(1)
-    return torch.cat([rows, clamped.sum().reshape(1), xor])
+    weights = torch.arange(1, clamped.numel() + 1, device=lengths.device, dtype=torch.int64)
+    return torch.cat([rows, clamped.sum().reshape(1), xor, (clamped * weights).sum().reshape(1)])
 
 
 @dataclass
 class TopKPlan:
     lengths: torch.Tensor      # int32[rows], clamped to [0, stride]
     order: torch.Tensor        # int32[rows], row ids, longest first, ties by row id
-    fingerprint: torch.Tensor  # int64[3], see fingerprint()
+    fingerprint: torch.Tensor  # int64[4], see fingerprint()
     stride: int
     k: int
     status_flag: torch.Tensor  # int32[1], FRESH or STALE; sticky once STALE

@@ -105,7 +105,7 @@ def test_plan_fingerprint_and_stale_status(gen):
     plan = pt.make_plan(n, 5000, 2048)
     assert plan.lengths.tolist() == [4000, 0, 5000]
     assert plan.order.tolist() == [2, 0, 1]
-    assert plan.fingerprint.tolist() == [3, 9000, 4000 ^ 5000]
+    assert plan.fingerprint.tolist() == [3, 9000, 4000 ^ 5000, 1 * 4000 + 2 * 0 + 3 * 5000]
     fresh = pt.top_k_per_row(x, n, 2048, plan=plan)
     assert plan.status() == plan_module.FRESH
     changed = torch.tensor([4000, 10, 5000], dtype=I32)
@@ -115,3 +115,6 @@ def test_plan_fingerprint_and_stale_status(gen):
     assert torch.equal(fresh, pt.top_k_per_row(x, n, 2048))
     pt.top_k_per_row(x, n, 2048, plan=plan)
     assert plan.status() == plan_module.STALE  # sticky until a new plan is made
+    swapped = pt.make_plan(n, 5000, 2048)
+    pt.top_k_per_row(x, n[[2, 1, 0]].contiguous(), 2048, plan=swapped)  # same sum and xor, rows traded
+    assert swapped.status() == plan_module.STALE

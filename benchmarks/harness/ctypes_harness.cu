@@ -46,12 +46,3 @@ extern "C" int pt_launch(const float* logits, int64_t row_pitch, int rows, int s
   persistent_topk_kernel<float><<<grid, Policy::kThreads, smem, static_cast<cudaStream_t>(stream)>>>(p);
   return static_cast<int>(cudaGetLastError());
 }
-
-extern "C" int pt_grid() {
-  int blocks = 0, device = 0, sms = 0;
-  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, persistent_topk_kernel<float>, Policy::kThreads,
-                                                sizeof(uint32_t) * Policy::kSmemKeys);
-  cudaGetDevice(&device);
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  return sms * blocks;
-}
