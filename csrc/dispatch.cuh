@@ -273,8 +273,10 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
     const RowPlan plan = plan_row(w.n, p.k, p.by_value != 0);
     const Sink<T> sink = row_sink<T>(p, r, w);
     const int m = min(p.k, w.n);
+    bool finished = true;  // this CTA wrote the row's answer (unpadded, in index order)
     if (plan.path == RowPath::kShort) {
-      ShortRowAgent<kThreads, T>::run(w.n, p.k, sink);  // complete: index order, padded
+      ShortRowAgent<kThreads, T>::run(w.n, p.k, sink);  // complete already: index order, padded
+      finished = false;
     } else if (plan.path == RowPath::kGlobal) {
       select_in_global<kThreads, T>(sink.row, w.n, m, select_storage, sink);
     } else {
@@ -296,7 +298,7 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
                                                                   candidate_columns + chunk * slot)
                                              : sink,
                                     keys + spare_offset(length), Policy::kSmemKeys - spare_offset(length));
-      bool finished = !is_split;
+      finished = !is_split;
       if (is_split && Arrival::last_to_arrive(p.arrivals + r, split.chunks, &is_last_chunk)) {
         const int count = split.candidates(p.k, w.n);
         Select::zero_histogram(select_storage);
@@ -307,10 +309,10 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
                                       keys + spare_offset(count), Policy::kSmemKeys - spare_offset(count));
         finished = true;
       }
-      if (finished) {
-        sink.template pad<kThreads>(m, p.k);
-        if (p.by_value) finish_sorted<kThreads, T>(m, sink, reinterpret_cast<uint64_t*>(keys));
-      }
+    }
+    if (finished) {  // every path that wrote an answer: padding, then sorted=True's order
+      sink.template pad<kThreads>(m, p.k);
+      if (p.by_value) finish_sorted<kThreads, T>(m, sink, reinterpret_cast<uint64_t*>(keys));
     }
     __syncthreads();  // this item's shared state (keys, hist, item_storage) is free for the next one
     if (threadIdx.x == 0) item_storage.item = next_item;
