@@ -30,5 +30,11 @@ fi
 
 # nvcc on PATH may be a wrapper script; torch then links libcudart from the wrong place.
 if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then export CUDA_HOME=/usr/local/cuda; fi
-$VPY -m pip install -q --no-build-isolation --no-deps -e .
+# The full build log (nvcc, ptxas resource report) goes to .build.log; the kernels' ptxas lines are shown.
+if ! $VPY -m pip install -v --no-build-isolation --no-deps -e . > .build.log 2>&1; then
+  tail -60 .build.log
+  echo "setup.sh: building persistent_topk failed (full log: .build.log)"
+  exit 1
+fi
+grep -E "ptxas info *: Used|spill stores" .build.log | sort -u || true
 $VPY -c "import persistent_topk as pt; print('setup.sh: persistent_topk ready,', 'CUDA kernels built' if pt.has_cuda_kernels() else 'CPU only (no CUDA kernels)')"
