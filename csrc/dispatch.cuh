@@ -115,6 +115,15 @@ __host__ __device__ inline RowPlan plan_row(int n, int k, bool by_value) {
   return RowPlan{RowPath::kGlobal, {1, n}};
 }
 
+// The most work items a call of this shape can have: every row at the stride, split as such a row is.
+// A grid larger than this would only start CTAs that find nothing to do (and they are not free: their
+// start, item map and exit cost microseconds on small batches). Shapes, not lengths: a captured graph
+// stays valid for any lengths.
+__host__ __device__ inline int64_t max_work_items(int64_t rows, int64_t stride, int k, bool by_value) {
+  const RowPlan widest = plan_row(static_cast<int>(stride), k, by_value);
+  return rows * (widest.path == RowPath::kSplit ? widest.split.chunks : 1);
+}
+
 // Byte offsets of the workspace's parts, each 256-byte aligned. The layout follows the workspace's
 // capacity (rows, stride, k), never a call's shape, so the arrival counters sit at the same place for
 // every call that uses the workspace.

@@ -5,6 +5,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <array>
 #include <climits>
 #include <mutex>
@@ -40,7 +41,8 @@ int grid_for_device(int device) {
 
 template <typename T>
 void launch(const Params& params, int device, cudaStream_t stream) {
-  const int grid = grid_for_device<T>(device);
+  const int64_t items = max_work_items(params.rows, params.stride, params.k, params.by_value != 0);
+  const int grid = static_cast<int>(std::min<int64_t>(grid_for_device<T>(device), items));
   persistent_topk_kernel<T><<<grid, Policy::kThreads, kDynamicSmemBytes, stream>>>(params);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }

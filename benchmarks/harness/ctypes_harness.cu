@@ -43,6 +43,8 @@ extern "C" int pt_launch(const float* logits, int64_t row_pitch, int rows, int s
   p.candidate_keys = reinterpret_cast<uint32_t*>(base + layout.candidate_keys_offset);
   p.candidate_columns = reinterpret_cast<int32_t*>(base + layout.candidate_columns_offset);
   p.candidates_per_row = layout.candidates_per_row;
-  persistent_topk_kernel<float><<<grid, Policy::kThreads, smem, static_cast<cudaStream_t>(stream)>>>(p);
+  const int64_t items = max_work_items(rows, stride, k, false);
+  const int launch_grid = static_cast<int>(grid < items ? grid : items);
+  persistent_topk_kernel<float><<<launch_grid, Policy::kThreads, smem, static_cast<cudaStream_t>(stream)>>>(p);
   return static_cast<int>(cudaGetLastError());
 }
