@@ -262,8 +262,10 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
   // processes, so a launch makes exactly `total items` claims (those in range, plus one out-of-range
   // claim per working CTA), and the CTA whose claim is the last one (claim == total - 1) knows that
   // nothing touches the counter again in this launch. No second counter, no fence.
-  // The map of extra items is needed only if a row of this stride can be split at all.
-  bool map_built = plan_row(p.stride, p.k, p.by_value != 0).path != RowPath::kSplit;
+  // The map of extra items is needed only if some row can be split, i.e. the stride exceeds a chunk.
+  // (Not "if a row at the stride splits": a long row may take the global path while a shorter one
+  // splits, so that test would miss chunks and leave their arrival counters dirty.)
+  bool map_built = p.stride <= Policy::kChunkKeys;
   uint32_t extra_items = 0;
   uint32_t item = blockIdx.x;
   uint32_t claim = ~0u;  // thread 0: the counter's answer to this CTA's latest claim
