@@ -3,6 +3,7 @@
 // same code selects from shared memory (medium rows, chunks, merges) and from global memory (long rows).
 #pragma once
 #include <cstdint>
+#include <cub/block/block_scan.cuh>
 
 #include "keys.cuh"
 
@@ -31,11 +32,16 @@ struct BlockSelect {
   // threshold bin small enough that the second finishes; 2048 bins cost 8 KB of shared memory.
   static constexpr int kDigitBits = 11;
   static constexpr int kBins = 1 << kDigitBits;
+  static constexpr int kBinsPerThread = kBins / kThreads;
+  static_assert(kBins % kThreads == 0, "each thread owns a whole number of histogram bins");
   // The first pass always takes the top digit, so loads can count it while they fill shared memory.
   static constexpr int kFirstShift = 32 - kDigitBits;
 
+  using Scan = cub::BlockScan<uint32_t, kThreads>;
+
   struct TempStorage {
-    alignas(16) uint32_t hist[kBins];  // read 16 bytes at a time by find_digit
+    uint32_t hist[kBins];
+    typename Scan::TempStorage scan;
     uint32_t warp_above[kWarps];
     uint32_t warp_at[kWarps];
     uint32_t digit, count_above, count_at;
@@ -68,35 +74,24 @@ struct BlockSelect {
     }
   }
 
-  // The digit whose bin holds the need-th largest key. Bins are walked from the top: warp w owns
-  // kBinsPerWarp consecutive bins (lane 0 the highest four, read with one 16-byte load), a warp scan
-  // gives each lane the count above its bins within the warp, and the warps' totals the count above
-  // each warp. Exactly one lane sees the running count cross `need`.
-  static constexpr int kBinsPerWarp = kBins / kWarps;
-  static constexpr int kBinsPerLane = kBinsPerWarp / 32;
-  static_assert(kBinsPerLane == 4 && kWarps <= 32, "find_digit reads four bins per lane, one total per warp");
+  // The digit whose bin holds the need-th largest key: bins are walked from the top, each thread
+  // owning kBinsPerThread consecutive ones, and a block scan of the per-thread sums tells each thread
+  // how many keys lie above its bins. Exactly one thread sees the running count cross `need`.
   __device__ static void find_digit(TempStorage& ts, int need) {
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int lowest = kBins - (warp + 1) * kBinsPerWarp + kBinsPerWarp - (lane + 1) * kBinsPerLane;
-    const uint4 c = *reinterpret_cast<const uint4*>(&ts.hist[lowest]);
-    const uint32_t mine = c.x + c.y + c.z + c.w;
-    uint32_t inclusive = mine;
+    const int top = kBins - kBinsPerThread * static_cast<int>(threadIdx.x) - 1;
+    uint32_t counts[kBinsPerThread];
+    uint32_t sum = 0;
 #pragma unroll
-    for (int offset = 1; offset < 32; offset <<= 1) {
-      const uint32_t other = __shfl_up_sync(0xFFFFFFFFu, inclusive, offset);
-      if (lane >= offset) inclusive += other;
+    for (int j = 0; j < kBinsPerThread; ++j) {
+      counts[j] = ts.hist[top - j];
+      sum += counts[j];
     }
-    if (lane == 31) ts.warp_above[warp] = inclusive;
-    __syncthreads();
-    uint32_t above_warp = lane < warp ? ts.warp_above[lane] : 0u;
+    uint32_t running;
+    Scan(ts.scan).ExclusiveSum(sum, running);
 #pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1) above_warp += __shfl_xor_sync(0xFFFFFFFFu, above_warp, offset);
-    uint32_t running = above_warp + inclusive - mine;
-    const uint32_t counts[4] = {c.w, c.z, c.y, c.x};  // highest bin first
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
+    for (int j = 0; j < kBinsPerThread; ++j) {
       if (running < static_cast<uint32_t>(need) && running + counts[j] >= static_cast<uint32_t>(need)) {
-        ts.digit = static_cast<uint32_t>(lowest + 3 - j);
+        ts.digit = static_cast<uint32_t>(top - j);
         ts.count_above = running;
         ts.count_at = counts[j];
       }
@@ -173,10 +168,16 @@ struct BlockSelect {
   // one word (8 bits each, at most 128) through a single warp scan, so ranks cost ~0.1 instruction
   // per key instead of the ballots of the general emit_shared().
   template <class IndexOf, class Sink>
-  __device__ __forceinline__ static void emit_shared_uncut(TempStorage& ts, const uint32_t* keys, int n,
-                                                           const IndexOf& index_of, const Threshold& t,
-                                                           const Sink& sink) {
-    auto load4 = [&](int first, int hi, uint32_t(&k4)[4]) {
+  __device__ static void emit_shared_uncut(TempStorage& ts, const uint32_t* keys, int n, const IndexOf& index_of,
+                                           const Threshold& t, Sink& sink) {
+    constexpr int kLoads = 4;                // 16-byte loads per lane per step
+    constexpr int kStep = 32 * 4 * kLoads;   // keys per warp per step
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int span = ((n + kWarps - 1) / kWarps + kStep - 1) / kStep * kStep;
+    const int lo = min(n, warp * span), hi = min(n, lo + span);
+    const uint32_t mask = t.mask();
+
+    auto load4 = [&](int first, uint32_t (&k4)[4]) {
       if (first + 4 <= hi) {
         const uint4 v = *reinterpret_cast<const uint4*>(keys + first);
         k4[0] = v.x; k4[1] = v.y; k4[2] = v.z; k4[3] = v.w;
@@ -185,20 +186,6 @@ struct BlockSelect {
         for (int j = 0; j < 4; ++j) k4[j] = first + j < hi ? keys[first + j] : 0u;
       }
     };
-    emit_uncut(ts, n, load4, index_of, t, sink);
-  }
-
-  template <class Load4, class IndexOf, class Sink>
-  __device__ static void emit_uncut(TempStorage& ts, int n, const Load4& load4_at, const IndexOf& index_of,
-                                    const Threshold& t, const Sink& sink) {
-    constexpr int kLoads = 4;                // 16-byte loads per lane per step
-    constexpr int kStep = 32 * 4 * kLoads;   // keys per warp per step
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int span = ((n + kWarps - 1) / kWarps + kStep - 1) / kStep * kStep;
-    const int lo = min(n, warp * span), hi = min(n, lo + span);
-    const uint32_t mask = t.mask();
-
-    auto load4 = [&](int first, uint32_t(&k4)[4]) { load4_at(first, hi, k4); };
     auto selected = [&](uint32_t key, int i) { return i < hi && (key & mask) >= t.prefix; };
 
     uint32_t count = 0;
