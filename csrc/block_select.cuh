@@ -166,7 +166,7 @@ struct BlockSelect {
   // selected iff its prefix is >= t.prefix, one predicate. Each lane takes four consecutive keys from
   // each of four 16-byte loads per step (512 keys per warp); the four per-lane counts travel packed in
   // one word (8 bits each, at most 128) through a single warp scan, so ranks cost ~0.1 instruction
-  // per key instead of the ballots of the general emit_shared().
+  // per key instead of the two ballots per key of emit().
   template <class IndexOf, class Sink>
   __device__ static void emit_shared_uncut(TempStorage& ts, const uint32_t* keys, int n, const IndexOf& index_of,
                                            const Threshold& t, Sink& sink) {
@@ -235,84 +235,6 @@ struct BlockSelect {
           if (selected(k[q][j], first + j)) sink.put(static_cast<int>(slot++), index_of(first + j), k[q][j]);
         }
         position += (totals >> (8 * q)) & 0xFFu;
-      }
-    }
-    __syncthreads();  // the sink's writes are visible to the whole block; ts.warp_* free for reuse
-  }
-
-  // emit() for keys in shared memory when a tie is cut: each lane takes four consecutive keys per
-  // 16-byte load, and ranks come from eight ballots per 128 keys.
-  template <class IndexOf, class Sink>
-  __device__ static void emit_shared(TempStorage& ts, const uint32_t* keys, int n, const IndexOf& index_of,
-                                     const Threshold& t, Sink& sink) {
-    constexpr int kStep = 128;  // keys per warp per step: 32 lanes x 4
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int span = ((n + kWarps - 1) / kWarps + kStep - 1) / kStep * kStep;
-    const int lo = min(n, warp * span), hi = min(n, lo + span);
-    const uint32_t mask = t.mask();
-    const uint32_t lanes_below = (1u << lane) - 1u;
-
-    auto load4 = [&](int first, uint32_t* k4) {
-      if (first + 4 <= hi) {
-        const uint4 v = *reinterpret_cast<const uint4*>(keys + first);
-        k4[0] = v.x; k4[1] = v.y; k4[2] = v.z; k4[3] = v.w;
-      } else {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) k4[j] = first + j < hi ? keys[first + j] : 0u;
-      }
-    };
-    uint32_t above = 0, at = 0;
-    for (int base = lo; base < hi; base += kStep) {
-      const int first = base + 4 * lane;
-      uint32_t k4[4];
-      load4(first, k4);
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const bool valid = first + j < hi;
-        above += valid && (k4[j] & mask) > t.prefix;
-        at += valid && (k4[j] & mask) == t.prefix;
-      }
-    }
-#pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1) {
-      above += __shfl_xor_sync(0xFFFFFFFFu, above, offset);
-      at += __shfl_xor_sync(0xFFFFFFFFu, at, offset);
-    }
-    if (lane == 0) {
-      ts.warp_above[warp] = above;
-      ts.warp_at[warp] = at;
-    }
-    __syncthreads();
-    uint32_t above_before = 0, at_before = 0;
-    for (int w = 0; w < warp; ++w) {
-      above_before += ts.warp_above[w];
-      at_before += ts.warp_at[w];
-    }
-    const uint32_t need = static_cast<uint32_t>(t.need);
-    for (int base = lo; base < hi; base += kStep) {
-      const int first = base + 4 * lane;
-      uint32_t k4[4];
-      load4(first, k4);
-      bool is_above[4], is_at[4];
-      uint32_t my_above = above_before, my_at = at_before;
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const bool valid = first + j < hi;
-        is_above[j] = valid && (k4[j] & mask) > t.prefix;
-        is_at[j] = valid && (k4[j] & mask) == t.prefix;
-        const uint32_t above_lanes = __ballot_sync(0xFFFFFFFFu, is_above[j]);
-        const uint32_t at_lanes = __ballot_sync(0xFFFFFFFFu, is_at[j]);
-        my_above += __popc(above_lanes & lanes_below);
-        my_at += __popc(at_lanes & lanes_below);
-        above_before += __popc(above_lanes);
-        at_before += __popc(at_lanes);
-      }
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        if (is_above[j]) sink.put(static_cast<int>(my_above + min(my_at, need)), index_of(first + j), k4[j]);
-        if (is_at[j] && my_at < need) sink.put(static_cast<int>(my_above + my_at), index_of(first + j), k4[j]);
-        my_above += is_above[j];
-        my_at += is_at[j];
       }
     }
     __syncthreads();  // the sink's writes are visible to the whole block; ts.warp_* free for reuse

@@ -19,6 +19,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -33,7 +34,8 @@ FLUSH_BYTES = 256 << 20
 BANDWIDTH_PROBE_BYTES = 2 << 30
 
 
-def _graph(fn):
+def capture_graph(fn):
+    """A CUDA graph of fn(), captured after one warm-up call outside capture."""
     fn()  # warm-up outside capture (allocations, module load)
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
@@ -43,13 +45,15 @@ def _graph(fn):
     return graph
 
 
-def time_graph_us(graph, reps: int, flush: torch.Tensor) -> float:
-    """Median µs of graph.replay() with the L2 flushed before every replay."""
+def time_graph_us(graph, reps: int, flush: Optional[torch.Tensor]) -> float:
+    """Median µs of graph.replay() with the L2 flushed (flush.zero_()) before every replay, unless
+    flush is None."""
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     graph.replay()
     for i in range(reps):
-        flush.zero_()
+        if flush is not None:
+            flush.zero_()
         starts[i].record()
         graph.replay()
         ends[i].record()
@@ -61,7 +65,7 @@ def read_bandwidth(flush: torch.Tensor, reps: int) -> float:
     """Bytes/s of a streaming reduction over a buffer far larger than L2."""
     probe = torch.randn(BANDWIDTH_PROBE_BYTES // 4, device="cuda")
     result = torch.empty((), device="cuda")
-    graph = _graph(lambda: torch.sum(probe, dim=0, out=result))
+    graph = capture_graph(lambda: torch.sum(probe, dim=0, out=result))
     us = time_graph_us(graph, reps, flush)
     del probe
     return BANDWIDTH_PROBE_BYTES / (us * 1e-6)
@@ -77,7 +81,7 @@ def gpu_case(case, k: int, reps: int, bandwidth: float, flush: torch.Tensor, gen
     workspace = Workspace("cuda", rows, stride, k)
     out = torch.empty((rows, k), dtype=torch.int32, device="cuda")
 
-    ours = _graph(lambda: top_k_per_row(logits, lengths, k, out=out, workspace=workspace))
+    ours = capture_graph(lambda: top_k_per_row(logits, lengths, k, out=out, workspace=workspace))
     out.fill_(-7)
     ours.replay()
     want, _ = reference.reference_topk(logits.cpu(), lengths_cpu, k)
@@ -92,10 +96,10 @@ def gpu_case(case, k: int, reps: int, bandwidth: float, flush: torch.Tensor, gen
     torch_k = min(k, stride)  # torch.topk cannot ask for more than the row has (short rows)
     topk_values = torch.empty((rows, torch_k), device="cuda")
     topk_indices = torch.empty((rows, torch_k), dtype=torch.int64, device="cuda")
-    baseline = _graph(lambda: torch.topk(masked, torch_k, dim=1, out=(topk_values, topk_indices)))
+    baseline = capture_graph(lambda: torch.topk(masked, torch_k, dim=1, out=(topk_values, topk_indices)))
     torch_us = time_graph_us(baseline, reps, flush)
 
-    trivial = _graph(lambda: out.fill_(-1))
+    trivial = capture_graph(lambda: out.fill_(-1))
     trivial_us = time_graph_us(trivial, reps, flush)
     valid_bytes = int(lengths_cpu.clamp(0, stride).sum()) * logits.element_size() + rows * k * 4
     floor_us = max(trivial_us, valid_bytes / bandwidth * 1e6)

@@ -7,7 +7,6 @@ a CUDA-graph replay with the L2 flushed (as the benchmark), without the flush, a
 back-to-back launches (the second runs with warm code and L2), so cold-start costs show separately.
 """
 import ctypes
-import statistics
 import sys
 from pathlib import Path
 
@@ -15,33 +14,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from persistent_topk import reference, suite  # noqa: E402
+from persistent_topk.bench import FLUSH_BYTES, capture_graph, time_graph_us  # noqa: E402
 
 K = 2048
-FLUSH = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
-
-
-def timed(graph, reps=40, flush=True):
-    graph.replay()
-    s = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    e = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    for i in range(reps):
-        if flush:
-            FLUSH.zero_()
-        s[i].record()
-        graph.replay()
-        e[i].record()
-    torch.cuda.synchronize()
-    return statistics.median(a.elapsed_time(b) * 1e3 for a, b in zip(s, e))
-
-
-def capture(fn, times=1):
-    fn()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(times):
-            fn()
-    return g
+FLUSH = torch.empty(FLUSH_BYTES, dtype=torch.uint8, device="cuda")
+REPS = 40
 
 
 def main():
@@ -75,11 +52,12 @@ def main():
                                    out.data_ptr(), ws.data_ptr(), rows, stride, torch.cuda.current_stream().cuda_stream)
                 assert rc == 0, rc
 
-            one, two = capture(launch), capture(launch, 2)
+            one, two = capture_graph(launch), capture_graph(lambda: (launch(), launch()))
             out.fill_(-7)
             one.replay()
             exact = torch.equal(out.cpu(), want)
-            print(f"{name:14s} {case_name:26s} {timed(one):8.2f} {timed(one, flush=False):8.2f} {timed(two):8.2f}  "
+            print(f"{name:14s} {case_name:26s} {time_graph_us(one, REPS, FLUSH):8.2f} "
+                  f"{time_graph_us(one, REPS, None):8.2f} {time_graph_us(two, REPS, FLUSH):8.2f}  "
                   f"{exact}", flush=True)
 
 
