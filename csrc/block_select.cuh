@@ -3,7 +3,6 @@
 // same code selects from shared memory (medium rows, chunks, merges) and from global memory (long rows).
 #pragma once
 #include <cstdint>
-#include <cub/block/block_scan.cuh>
 
 #include "keys.cuh"
 
@@ -32,16 +31,11 @@ struct BlockSelect {
   // threshold bin small enough that the second finishes; 2048 bins cost 8 KB of shared memory.
   static constexpr int kDigitBits = 11;
   static constexpr int kBins = 1 << kDigitBits;
-  static constexpr int kBinsPerThread = kBins / kThreads;
-  static_assert(kBins % kThreads == 0, "each thread owns a whole number of histogram bins");
   // The first pass always takes the top digit, so loads can count it while they fill shared memory.
   static constexpr int kFirstShift = 32 - kDigitBits;
 
-  using Scan = cub::BlockScan<uint32_t, kThreads>;
-
   struct TempStorage {
-    uint32_t hist[kBins];
-    typename Scan::TempStorage scan;
+    alignas(16) uint32_t hist[kBins];  // read 16 bytes at a time by find_digit
     uint32_t warp_above[kWarps];
     uint32_t warp_at[kWarps];
     uint32_t digit, count_above, count_at;
@@ -74,24 +68,35 @@ struct BlockSelect {
     }
   }
 
-  // The digit whose bin holds the need-th largest key: bins are walked from the top, each thread
-  // owning kBinsPerThread consecutive ones, and a block scan of the per-thread sums tells each thread
-  // how many keys lie above its bins. Exactly one thread sees the running count cross `need`.
+  // The digit whose bin holds the need-th largest key. Bins are walked from the top: warp w owns
+  // kBinsPerWarp consecutive bins (lane 0 the highest four, read with one 16-byte load), a warp scan
+  // gives each lane the count above its bins within the warp, and the warps' totals the count above
+  // each warp. Exactly one lane sees the running count cross `need`.
+  static constexpr int kBinsPerWarp = kBins / kWarps;
+  static constexpr int kBinsPerLane = kBinsPerWarp / 32;
+  static_assert(kBinsPerLane == 4 && kWarps <= 32, "find_digit reads four bins per lane, one total per warp");
   __device__ static void find_digit(TempStorage& ts, int need) {
-    const int top = kBins - kBinsPerThread * static_cast<int>(threadIdx.x) - 1;
-    uint32_t counts[kBinsPerThread];
-    uint32_t sum = 0;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int lowest = kBins - (warp + 1) * kBinsPerWarp + kBinsPerWarp - (lane + 1) * kBinsPerLane;
+    const uint4 c = *reinterpret_cast<const uint4*>(&ts.hist[lowest]);
+    const uint32_t mine = c.x + c.y + c.z + c.w;
+    uint32_t inclusive = mine;
 #pragma unroll
-    for (int j = 0; j < kBinsPerThread; ++j) {
-      counts[j] = ts.hist[top - j];
-      sum += counts[j];
+    for (int offset = 1; offset < 32; offset <<= 1) {
+      const uint32_t other = __shfl_up_sync(0xFFFFFFFFu, inclusive, offset);
+      if (lane >= offset) inclusive += other;
     }
-    uint32_t running;
-    Scan(ts.scan).ExclusiveSum(sum, running);
+    if (lane == 31) ts.warp_above[warp] = inclusive;
+    __syncthreads();
+    uint32_t above_warp = lane < warp ? ts.warp_above[lane] : 0u;
 #pragma unroll
-    for (int j = 0; j < kBinsPerThread; ++j) {
+    for (int offset = 16; offset > 0; offset >>= 1) above_warp += __shfl_xor_sync(0xFFFFFFFFu, above_warp, offset);
+    uint32_t running = above_warp + inclusive - mine;
+    const uint32_t counts[4] = {c.w, c.z, c.y, c.x};  // highest bin first
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
       if (running < static_cast<uint32_t>(need) && running + counts[j] >= static_cast<uint32_t>(need)) {
-        ts.digit = static_cast<uint32_t>(top - j);
+        ts.digit = static_cast<uint32_t>(lowest + 3 - j);
         ts.count_above = running;
         ts.count_at = counts[j];
       }
@@ -166,18 +171,12 @@ struct BlockSelect {
   // selected iff its prefix is >= t.prefix, one predicate. Each lane takes four consecutive keys from
   // each of four 16-byte loads per step (512 keys per warp); the four per-lane counts travel packed in
   // one word (8 bits each, at most 128) through a single warp scan, so ranks cost ~0.1 instruction
-  // per key instead of the two ballots per key of emit().
+  // per key instead of the ballots of the general emit_shared().
   template <class IndexOf, class Sink>
-  __device__ static void emit_shared_uncut(TempStorage& ts, const uint32_t* keys, int n, const IndexOf& index_of,
-                                           const Threshold& t, Sink& sink) {
-    constexpr int kLoads = 4;                // 16-byte loads per lane per step
-    constexpr int kStep = 32 * 4 * kLoads;   // keys per warp per step
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int span = ((n + kWarps - 1) / kWarps + kStep - 1) / kStep * kStep;
-    const int lo = min(n, warp * span), hi = min(n, lo + span);
-    const uint32_t mask = t.mask();
-
-    auto load4 = [&](int first, uint32_t (&k4)[4]) {
+  __device__ __forceinline__ static void emit_shared_uncut(TempStorage& ts, const uint32_t* keys, int n,
+                                                           const IndexOf& index_of, const Threshold& t,
+                                                           const Sink& sink) {
+    auto load4 = [&](int first, int hi, uint32_t(&k4)[4]) {
       if (first + 4 <= hi) {
         const uint4 v = *reinterpret_cast<const uint4*>(keys + first);
         k4[0] = v.x; k4[1] = v.y; k4[2] = v.z; k4[3] = v.w;
@@ -186,6 +185,20 @@ struct BlockSelect {
         for (int j = 0; j < 4; ++j) k4[j] = first + j < hi ? keys[first + j] : 0u;
       }
     };
+    emit_uncut(ts, n, load4, index_of, t, sink);
+  }
+
+  template <class Load4, class IndexOf, class Sink>
+  __device__ static void emit_uncut(TempStorage& ts, int n, const Load4& load4_at, const IndexOf& index_of,
+                                    const Threshold& t, const Sink& sink) {
+    constexpr int kLoads = 4;                // 16-byte loads per lane per step
+    constexpr int kStep = 32 * 4 * kLoads;   // keys per warp per step
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int span = ((n + kWarps - 1) / kWarps + kStep - 1) / kStep * kStep;
+    const int lo = min(n, warp * span), hi = min(n, lo + span);
+    const uint32_t mask = t.mask();
+
+    auto load4 = [&](int first, uint32_t(&k4)[4]) { load4_at(first, hi, k4); };
     auto selected = [&](uint32_t key, int i) { return i < hi && (key & mask) >= t.prefix; };
 
     uint32_t count = 0;
@@ -235,6 +248,84 @@ struct BlockSelect {
           if (selected(k[q][j], first + j)) sink.put(static_cast<int>(slot++), index_of(first + j), k[q][j]);
         }
         position += (totals >> (8 * q)) & 0xFFu;
+      }
+    }
+    __syncthreads();  // the sink's writes are visible to the whole block; ts.warp_* free for reuse
+  }
+
+  // emit() for keys in shared memory when a tie is cut: each lane takes four consecutive keys per
+  // 16-byte load, and ranks come from eight ballots per 128 keys.
+  template <class IndexOf, class Sink>
+  __device__ static void emit_shared(TempStorage& ts, const uint32_t* keys, int n, const IndexOf& index_of,
+                                     const Threshold& t, Sink& sink) {
+    constexpr int kStep = 128;  // keys per warp per step: 32 lanes x 4
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int span = ((n + kWarps - 1) / kWarps + kStep - 1) / kStep * kStep;
+    const int lo = min(n, warp * span), hi = min(n, lo + span);
+    const uint32_t mask = t.mask();
+    const uint32_t lanes_below = (1u << lane) - 1u;
+
+    auto load4 = [&](int first, uint32_t* k4) {
+      if (first + 4 <= hi) {
+        const uint4 v = *reinterpret_cast<const uint4*>(keys + first);
+        k4[0] = v.x; k4[1] = v.y; k4[2] = v.z; k4[3] = v.w;
+      } else {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) k4[j] = first + j < hi ? keys[first + j] : 0u;
+      }
+    };
+    uint32_t above = 0, at = 0;
+    for (int base = lo; base < hi; base += kStep) {
+      const int first = base + 4 * lane;
+      uint32_t k4[4];
+      load4(first, k4);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const bool valid = first + j < hi;
+        above += valid && (k4[j] & mask) > t.prefix;
+        at += valid && (k4[j] & mask) == t.prefix;
+      }
+    }
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) {
+      above += __shfl_xor_sync(0xFFFFFFFFu, above, offset);
+      at += __shfl_xor_sync(0xFFFFFFFFu, at, offset);
+    }
+    if (lane == 0) {
+      ts.warp_above[warp] = above;
+      ts.warp_at[warp] = at;
+    }
+    __syncthreads();
+    uint32_t above_before = 0, at_before = 0;
+    for (int w = 0; w < warp; ++w) {
+      above_before += ts.warp_above[w];
+      at_before += ts.warp_at[w];
+    }
+    const uint32_t need = static_cast<uint32_t>(t.need);
+    for (int base = lo; base < hi; base += kStep) {
+      const int first = base + 4 * lane;
+      uint32_t k4[4];
+      load4(first, k4);
+      bool is_above[4], is_at[4];
+      uint32_t my_above = above_before, my_at = at_before;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const bool valid = first + j < hi;
+        is_above[j] = valid && (k4[j] & mask) > t.prefix;
+        is_at[j] = valid && (k4[j] & mask) == t.prefix;
+        const uint32_t above_lanes = __ballot_sync(0xFFFFFFFFu, is_above[j]);
+        const uint32_t at_lanes = __ballot_sync(0xFFFFFFFFu, is_at[j]);
+        my_above += __popc(above_lanes & lanes_below);
+        my_at += __popc(at_lanes & lanes_below);
+        above_before += __popc(above_lanes);
+        at_before += __popc(at_lanes);
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        if (is_above[j]) sink.put(static_cast<int>(my_above + min(my_at, need)), index_of(first + j), k4[j]);
+        if (is_at[j] && my_at < need) sink.put(static_cast<int>(my_above + my_at), index_of(first + j), k4[j]);
+        my_above += is_above[j];
+        my_at += is_at[j];
       }
     }
     __syncthreads();  // the sink's writes are visible to the whole block; ts.warp_* free for reuse

@@ -62,7 +62,7 @@ struct Params {
   int32_t* out;
   void* values;  // null unless values are wanted
   // Workspace (WorkspaceLayout)
-  uint32_t* queue;  // [0]: next work item, [1]: CTAs finished; both 0 between launches
+  uint32_t* queue;  // [0]: work items claimed beyond the first grid's worth; 0 between launches
   uint32_t* arrivals;  // [rows]: chunks of the row finished; 0 between launches
   uint32_t* candidate_keys;  // [rows * candidates_per_row]
   int32_t* candidate_columns;
@@ -258,18 +258,28 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
   __shared__ typename Items::TempStorage item_storage;
   __shared__ uint32_t is_last_chunk;
 
-  bool map_built = false;
+  // The queue resets itself: every CTA whose first item exists claims one item past each item it
+  // processes, so a launch makes exactly `total items` claims (those in range, plus one out-of-range
+  // claim per working CTA), and the CTA whose claim is the last one (claim == total - 1) knows that
+  // nothing touches the counter again in this launch. No second counter, no fence.
+  // The map of extra items is needed only if some row can be split, i.e. the stride exceeds a chunk.
+  // (Not "if a row at the stride splits": a long row may take the global path while a shorter one
+  // splits, so that test would miss chunks and leave their arrival counters dirty.)
+  bool map_built = p.stride <= Policy::kChunkKeys;
   uint32_t extra_items = 0;
   uint32_t item = blockIdx.x;
+  uint32_t claim = ~0u;  // thread 0: the counter's answer to this CTA's latest claim
   for (;;) {
     if (item >= static_cast<uint32_t>(p.rows) && !map_built) {
       extra_items = Items::build(p, item_storage);
       map_built = true;
     }
-    if (item >= static_cast<uint32_t>(p.rows) + extra_items) break;
-    // Claim the next item now; its round trip overlaps this item's work.
-    uint32_t next_item = 0;
-    if (threadIdx.x == 0) next_item = gridDim.x + atomicAdd(&p.queue[0], 1u);
+    const uint32_t total_items = static_cast<uint32_t>(p.rows) + extra_items;
+    if (threadIdx.x == 0 && claim == total_items - 1) p.queue[0] = 0u;
+    if (item >= total_items) break;
+    // Claim the next item now; the answer is first read at the end of this item, so its round trip
+    // overlaps this item's work.
+    if (threadIdx.x == 0) claim = atomicAdd(&p.queue[0], 1u);
     int r = static_cast<int>(item), chunk = 0;
     if (item >= static_cast<uint32_t>(p.rows)) {
       Items::find_extra(p, item_storage, item - p.rows);
@@ -324,22 +334,11 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
       if (p.by_value) finish_sorted<kThreads, T>(m, sink, reinterpret_cast<uint64_t*>(keys));
     }
     __syncthreads();  // this item's shared state (keys, hist, item_storage) is free for the next one
-    if (threadIdx.x == 0) item_storage.item = next_item;
+    if (threadIdx.x == 0) item_storage.item = gridDim.x + claim;
     __syncthreads();
     item = item_storage.item;
   }
 
-  // The last CTA out resets the queue for the next launch: by then every CTA has taken its final
-  // (out-of-range) item, so nothing touches the counters again in this launch.
-  if (threadIdx.x == 0) {
-    __threadfence();
-    const uint32_t finished_ctas = atomicAdd(&p.queue[1], 1u);
-    if (finished_ctas == gridDim.x - 1) {
-      p.queue[0] = 0u;
-      p.queue[1] = 0u;
-      __threadfence();
-    }
-  }
 }
 
 }  // namespace persistent_topk

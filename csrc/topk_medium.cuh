@@ -145,12 +145,6 @@ struct ColumnOf {
   __device__ __forceinline__ int32_t operator()(int i) const { return columns ? __ldcg(columns + i) : first + i; }
 };
 
-// Keys read straight from shared memory.
-struct SharedKeys {
-  const uint32_t* keys;
-  __device__ __forceinline__ uint32_t operator()(int i) const { return keys[i]; }
-};
-
 // Candidates compacted into the spare part of the keys buffer: positions (into keys) of the keys at
 // or above the first threshold bin, in index order.
 struct CandidateKeys {
@@ -196,35 +190,38 @@ __device__ __forceinline__ void select_in_shared(int n, int m, const uint32_t* k
     Select::emit_shared_uncut(ts, keys, n, column_of, t, sink);
     return;
   }
-  // From t on, the radix search continues over a list of keys (recount counts one digit of it).
-  auto refine_over = [&](const auto& recount) {
-    const int next_width = min(Select::kDigitBits, kBits - t.bits);
-    Select::zero_histogram(ts);
-    __syncthreads();
-    recount(t, 32 - t.bits - next_width, (1u << next_width) - 1u);
-    __syncthreads();
-    return Select::refine_from(ts, t, kBits, recount);
-  };
   const int count = static_cast<int>(above + at);
   if (count <= capacity) {
     PositionSink to_spare{spare};
     Select::emit_shared_uncut(ts, keys, n, ColumnOf{0, nullptr}, Threshold{t.prefix, t.bits, count, true},
                               to_spare);
     const CandidateKeys key_at{keys, spare};
-    t = refine_over([&](const Threshold& prefix, int shift, uint32_t digit_mask) {
+    const int next_width = min(Select::kDigitBits, kBits - t.bits);
+    auto recount = [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
       Select::count_digits(ts, count, key_at, prefix, shift, digit_mask);
-    });
+    };
+    Select::zero_histogram(ts);
+    __syncthreads();
+    recount(t, 32 - t.bits - next_width, (1u << next_width) - 1u);
+    __syncthreads();
+    t = Select::refine_from(ts, t, kBits, recount);
     Select::emit(ts, count, key_at, CandidateColumn{column_of, spare}, t, sink);
     return;
   }
   // The threshold bin is too large to compact (adversarial input): every pass over all n keys.
-  t = refine_over([&](const Threshold& prefix, int shift, uint32_t digit_mask) {
+  const int next_width = min(Select::kDigitBits, kBits - t.bits);
+  auto recount = [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
     Select::count_digits_shared(ts, keys, n, prefix, shift, digit_mask);
-  });
+  };
+  Select::zero_histogram(ts);
+  __syncthreads();
+  recount(t, 32 - t.bits - next_width, (1u << next_width) - 1u);
+  __syncthreads();
+  t = Select::refine_from(ts, t, kBits, recount);
   if (t.all_at_selected) {
     Select::emit_shared_uncut(ts, keys, n, column_of, t, sink);
   } else {
-    Select::emit(ts, n, SharedKeys{keys}, column_of, t, sink);
+    Select::emit_shared(ts, keys, n, column_of, t, sink);
   }
 }
 
