@@ -1,14 +1,13 @@
 // Block-level primitives shared by every path: exact radix threshold search, emission in index order,
 // and the small sort behind sorted=True. Each works on any "key source" (a functor i -> key), so the
-// same code selects from shared memory (medium rows, chunks, merges) and from global memory (long rows).
+// same code selects from shared memory and from global memory. A CTA may be one of a team that
+// selects one row together (team.cuh): histograms are then summed over the team before a digit is
+// chosen, and emission offsets count what the CTAs of lower rank select.
 #pragma once
 #include <cstdint>
 
 #include "keys.cuh"
-
-#ifndef PERSISTENT_TOPK_AGGREGATE_FIRST_DIGIT
-#define PERSISTENT_TOPK_AGGREGATE_FIRST_DIGIT 0
-#endif
+#include "team.cuh"
 
 namespace persistent_topk {
 
@@ -39,6 +38,7 @@ struct BlockSelect {
     uint32_t warp_above[kWarps];
     uint32_t warp_at[kWarps];
     uint32_t digit, count_above, count_at;
+    uint32_t team_counts[2];  // this CTA's (above, at) for the team's emission offsets
   };
 
   __device__ __forceinline__ static void zero_histogram(TempStorage& ts) {
@@ -46,15 +46,7 @@ struct BlockSelect {
   }
 
   __device__ __forceinline__ static void count_first_digit(TempStorage& ts, uint32_t key) {
-#if PERSISTENT_TOPK_AGGREGATE_FIRST_DIGIT
-    // Lanes that share a bin add once: logits pile into a few exponent bins, and same-address shared
-    // atomics within a warp serialise.
-    const uint32_t bin = key >> kFirstShift;
-    const uint32_t peers = __match_any_sync(__activemask(), bin);
-    if ((threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&ts.hist[bin], __popc(peers));
-#else
     atomicAdd(&ts.hist[key >> kFirstShift], 1u);
-#endif
   }
 
   // One histogram pass over the keys that match the decided prefix.
@@ -68,18 +60,20 @@ struct BlockSelect {
     }
   }
 
-  // The digit whose bin holds the need-th largest key. Bins are walked from the top: warp w owns
-  // kBinsPerWarp consecutive bins (lane 0 the highest four, read with one 16-byte load), a warp scan
-  // gives each lane the count above its bins within the warp, and the warps' totals the count above
-  // each warp. Exactly one lane sees the running count cross `need`.
+  // The digit whose bin holds the need-th largest key of the team's histogram (ts.hist of every CTA of
+  // the team, published). Bins are walked from the top: warp w owns kBinsPerWarp consecutive bins
+  // (lane 0 the highest four, read with one 16-byte load per CTA of the team), a warp scan gives each
+  // lane the count above its bins within the warp, and the warps' totals the count above each warp.
+  // Exactly one lane sees the running count cross `need`.
   static constexpr int kBinsPerWarp = kBins / kWarps;
   static constexpr int kBinsPerLane = kBinsPerWarp / 32;
   static_assert(kBinsPerLane == 4 && kWarps <= 32, "find_digit reads four bins per lane, one total per warp");
-  __device__ static void find_digit(TempStorage& ts, int need) {
+  __device__ static void find_digit(TempStorage& ts, int need, Team& team) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int lowest = kBins - (warp + 1) * kBinsPerWarp + kBinsPerWarp - (lane + 1) * kBinsPerLane;
-    const uint4 c = *reinterpret_cast<const uint4*>(&ts.hist[lowest]);
+    const uint4 c = team.sum_bins(ts.hist, lowest);
     const uint32_t mine = c.x + c.y + c.z + c.w;
+    team.release_reads();
     uint32_t inclusive = mine;
 #pragma unroll
     for (int offset = 1; offset < 32; offset <<= 1) {
@@ -105,25 +99,18 @@ struct BlockSelect {
     __syncthreads();
   }
 
-  // Exact threshold for the top m of n keys. On entry ts.hist holds the first digit's counts over all
-  // n keys (the loads fill it); recount(t, shift, digit_mask) counts the next digit of the keys that
-  // match the decided prefix t.
+  // Decide the next digit of t (whose prefix the team's histogram in ts.hist counts, published) and,
+  // while the threshold bin is only partly selected, count the digit after it and go on. The result
+  // is exact: either every key of the threshold bin is selected, or all significant bits are decided
+  // (the pivot key itself) and the first t.need keys equal to it in index order are. recount(t,
+  // shift, digit_mask) adds this CTA's keys that match t's prefix to ts.hist.
   template <class Recount>
-  __device__ __forceinline__ static Threshold refine(TempStorage& ts, int n, int m, int significant_bits,
-                                                     const Recount& recount) {
-    if (m >= n) return Threshold{0u, 0, m, true};  // everything: a zero-bit prefix all n keys share
-    return refine_from(ts, Threshold{0u, 0, m, true}, significant_bits, recount);
-  }
-
-  // refine() from a partly decided threshold t: ts.hist holds the counts of the next digit of the
-  // keys that share t's prefix.
-  template <class Recount>
-  __device__ __forceinline__ static Threshold refine_from(TempStorage& ts, Threshold t, int significant_bits,
-                                                          const Recount& recount) {
+  __device__ __forceinline__ static Threshold refine(TempStorage& ts, Threshold t, int significant_bits,
+                                                     Team& team, const Recount& recount) {
     for (;;) {
       const int width = min(kDigitBits, significant_bits - t.bits);
       const int shift = 32 - t.bits - width;
-      find_digit(ts, t.need);
+      find_digit(ts, t.need, team);
       const uint32_t digit = ts.digit, above = ts.count_above, at = ts.count_at;
       t.need -= static_cast<int>(above);
       t.prefix |= digit << shift;
@@ -131,52 +118,53 @@ struct BlockSelect {
       t.all_at_selected = at == static_cast<uint32_t>(t.need);
       if (t.all_at_selected || t.bits >= significant_bits) break;
       __syncthreads();  // every thread has read digit/count_* before the next pass overwrites hist
+      team.reclaim();   // and every CTA of the team has read this CTA's histogram
       zero_histogram(ts);
       __syncthreads();
       const int next_width = min(kDigitBits, significant_bits - t.bits);
       recount(t, 32 - t.bits - next_width, (1u << next_width) - 1u);
-      __syncthreads();
+      team.publish();
     }
     __syncthreads();  // ts.digit/count_* may be reused by the caller's next search
     return t;
   }
 
-  // One histogram pass over keys in shared memory: four keys per 16-byte load and two loads in
-  // flight before the first atomic (the compiler cannot hoist a load above an atomic that may alias).
-  __device__ __forceinline__ static void count_digits_shared(TempStorage& ts, const uint32_t* keys, int n,
-                                                             const Threshold& t, int shift, uint32_t digit_mask) {
-    const uint32_t mask = t.mask();
-    const uint4* vectors = reinterpret_cast<const uint4*>(keys);
-    const int vector_count = n / 4;
-    auto count4 = [&](const uint4& v) {
-      const uint32_t k4[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-      for (int j = 0; j < 4; ++j)
-        if ((k4[j] & mask) == t.prefix) atomicAdd(&ts.hist[(k4[j] >> shift) & digit_mask], 1u);
-    };
-    for (int v = threadIdx.x; v < vector_count; v += 2 * kThreads) {
-      const uint4 a = vectors[v];
-      const bool has_b = v + kThreads < vector_count;
-      const uint4 b = has_b ? vectors[v + kThreads] : make_uint4(0, 0, 0, 0);
-      count4(a);
-      if (has_b) count4(b);
+  // Sums of per-warp counts (already in ts.warp_above/warp_at) over the warps before this one, plus
+  // what the team's CTAs of lower rank select: this warp's first output positions.
+  __device__ __forceinline__ static uint2 offsets_before_warp(TempStorage& ts, Team& team) {
+    const int warp = threadIdx.x / 32;
+    uint32_t above_before = 0, at_before = 0, above_total = 0, at_total = 0;
+    for (int w = 0; w < kWarps; ++w) {
+      const uint32_t above = ts.warp_above[w], at = ts.warp_at[w];
+      if (w < warp) {
+        above_before += above;
+        at_before += at;
+      }
+      above_total += above;
+      at_total += at;
     }
-    for (int i = 4 * vector_count + threadIdx.x; i < n; i += kThreads) {
-      const uint32_t key = keys[i];
-      if ((key & mask) == t.prefix) atomicAdd(&ts.hist[(key >> shift) & digit_mask], 1u);
-    }
+    const uint2 lower = team.lower_ranks_total(ts.team_counts, above_total, at_total);
+    return make_uint2(above_before + lower.x, at_before + lower.y);
   }
 
-  // emit() for keys in shared memory when no tie is cut (t.all_at_selected, the usual case): a key is
-  // selected iff its prefix is >= t.prefix, one predicate. Each lane takes four consecutive keys from
-  // each of four 16-byte loads per step (512 keys per warp); the four per-lane counts travel packed in
-  // one word (8 bits each, at most 128) through a single warp scan, so ranks cost ~0.1 instruction
-  // per key instead of the ballots of the general emit_shared().
+  // Emission when no tie is cut (t.all_at_selected, the usual case): a key is selected iff its prefix
+  // is >= t.prefix, one predicate. Each lane takes four consecutive keys from each of kLoads 16-byte
+  // loads per step; the per-lane counts travel packed in one word (8 bits each, at most 128) through
+  // a single warp scan, so ranks cost ~0.1 instruction per key instead of
+  // the ballots of the general emit(). Returns this CTA's count; writes nothing if it exceeds `limit`.
   template <class IndexOf, class Sink>
-  __device__ __forceinline__ static void emit_shared_uncut(TempStorage& ts, const uint32_t* keys, int n,
-                                                           const IndexOf& index_of, const Threshold& t,
-                                                           const Sink& sink) {
-    auto load4 = [&](int first, int hi, uint32_t(&k4)[4]) {
+  __device__ __forceinline__ static int emit_shared_uncut(TempStorage& ts, const uint32_t* keys, int n,
+                                                          const IndexOf& index_of, const Threshold& t,
+                                                          const Sink& sink, Team& team, int limit = 0x7FFFFFFF) {
+    // 16-byte loads per lane per step: two keep the unrolled step within 64 registers (four spilled).
+    constexpr int kLoads = 2;
+    constexpr int kStep = 32 * 4 * kLoads;   // keys per warp per step
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int span = ((n + kWarps - 1) / kWarps + kStep - 1) / kStep * kStep;
+    const int lo = min(n, warp * span), hi = min(n, lo + span);
+    const uint32_t mask = t.mask();
+
+    auto load4 = [&](int first, uint32_t(&k4)[4]) {
       if (first + 4 <= hi) {
         const uint4 v = *reinterpret_cast<const uint4*>(keys + first);
         k4[0] = v.x; k4[1] = v.y; k4[2] = v.z; k4[3] = v.w;
@@ -185,20 +173,6 @@ struct BlockSelect {
         for (int j = 0; j < 4; ++j) k4[j] = first + j < hi ? keys[first + j] : 0u;
       }
     };
-    emit_uncut(ts, n, load4, index_of, t, sink);
-  }
-
-  template <class Load4, class IndexOf, class Sink>
-  __device__ static void emit_uncut(TempStorage& ts, int n, const Load4& load4_at, const IndexOf& index_of,
-                                    const Threshold& t, const Sink& sink) {
-    constexpr int kLoads = 4;                // 16-byte loads per lane per step
-    constexpr int kStep = 32 * 4 * kLoads;   // keys per warp per step
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int span = ((n + kWarps - 1) / kWarps + kStep - 1) / kStep * kStep;
-    const int lo = min(n, warp * span), hi = min(n, lo + span);
-    const uint32_t mask = t.mask();
-
-    auto load4 = [&](int first, uint32_t(&k4)[4]) { load4_at(first, hi, k4); };
     auto selected = [&](uint32_t key, int i) { return i < hi && (key & mask) >= t.prefix; };
 
     uint32_t count = 0;
@@ -214,10 +188,18 @@ struct BlockSelect {
     }
 #pragma unroll
     for (int offset = 16; offset > 0; offset >>= 1) count += __shfl_xor_sync(0xFFFFFFFFu, count, offset);
-    if (lane == 0) ts.warp_above[warp] = count;
+    if (lane == 0) {
+      ts.warp_above[warp] = count;
+      ts.warp_at[warp] = 0;
+    }
     __syncthreads();
-    uint32_t position = 0;
-    for (int w = 0; w < warp; ++w) position += ts.warp_above[w];
+    int total = 0;
+    for (int w = 0; w < kWarps; ++w) total += static_cast<int>(ts.warp_above[w]);
+    if (total > limit) {
+      __syncthreads();  // ts.warp_* free for reuse
+      return total;
+    }
+    uint32_t position = offsets_before_warp(ts, team).x;
 
     for (int base = lo; base < hi; base += kStep) {
       uint32_t k[kLoads][4];
@@ -251,92 +233,16 @@ struct BlockSelect {
       }
     }
     __syncthreads();  // the sink's writes are visible to the whole block; ts.warp_* free for reuse
-  }
-
-  // emit() for keys in shared memory when a tie is cut: each lane takes four consecutive keys per
-  // 16-byte load, and ranks come from eight ballots per 128 keys.
-  template <class IndexOf, class Sink>
-  __device__ static void emit_shared(TempStorage& ts, const uint32_t* keys, int n, const IndexOf& index_of,
-                                     const Threshold& t, Sink& sink) {
-    constexpr int kStep = 128;  // keys per warp per step: 32 lanes x 4
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int span = ((n + kWarps - 1) / kWarps + kStep - 1) / kStep * kStep;
-    const int lo = min(n, warp * span), hi = min(n, lo + span);
-    const uint32_t mask = t.mask();
-    const uint32_t lanes_below = (1u << lane) - 1u;
-
-    auto load4 = [&](int first, uint32_t* k4) {
-      if (first + 4 <= hi) {
-        const uint4 v = *reinterpret_cast<const uint4*>(keys + first);
-        k4[0] = v.x; k4[1] = v.y; k4[2] = v.z; k4[3] = v.w;
-      } else {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) k4[j] = first + j < hi ? keys[first + j] : 0u;
-      }
-    };
-    uint32_t above = 0, at = 0;
-    for (int base = lo; base < hi; base += kStep) {
-      const int first = base + 4 * lane;
-      uint32_t k4[4];
-      load4(first, k4);
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const bool valid = first + j < hi;
-        above += valid && (k4[j] & mask) > t.prefix;
-        at += valid && (k4[j] & mask) == t.prefix;
-      }
-    }
-#pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1) {
-      above += __shfl_xor_sync(0xFFFFFFFFu, above, offset);
-      at += __shfl_xor_sync(0xFFFFFFFFu, at, offset);
-    }
-    if (lane == 0) {
-      ts.warp_above[warp] = above;
-      ts.warp_at[warp] = at;
-    }
-    __syncthreads();
-    uint32_t above_before = 0, at_before = 0;
-    for (int w = 0; w < warp; ++w) {
-      above_before += ts.warp_above[w];
-      at_before += ts.warp_at[w];
-    }
-    const uint32_t need = static_cast<uint32_t>(t.need);
-    for (int base = lo; base < hi; base += kStep) {
-      const int first = base + 4 * lane;
-      uint32_t k4[4];
-      load4(first, k4);
-      bool is_above[4], is_at[4];
-      uint32_t my_above = above_before, my_at = at_before;
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const bool valid = first + j < hi;
-        is_above[j] = valid && (k4[j] & mask) > t.prefix;
-        is_at[j] = valid && (k4[j] & mask) == t.prefix;
-        const uint32_t above_lanes = __ballot_sync(0xFFFFFFFFu, is_above[j]);
-        const uint32_t at_lanes = __ballot_sync(0xFFFFFFFFu, is_at[j]);
-        my_above += __popc(above_lanes & lanes_below);
-        my_at += __popc(at_lanes & lanes_below);
-        above_before += __popc(above_lanes);
-        at_before += __popc(at_lanes);
-      }
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        if (is_above[j]) sink.put(static_cast<int>(my_above + min(my_at, need)), index_of(first + j), k4[j]);
-        if (is_at[j] && my_at < need) sink.put(static_cast<int>(my_above + my_at), index_of(first + j), k4[j]);
-        my_above += is_above[j];
-        my_at += is_at[j];
-      }
-    }
-    __syncthreads();  // the sink's writes are visible to the whole block; ts.warp_* free for reuse
+    return total;
   }
 
   // Emit the selection in ascending index order: each warp owns a contiguous span of the list, counts
-  // what it selects, learns how much the warps before it select, then walks its span again writing
-  // sink.put(position, index_of(i), key). Positions are dense in [0, m).
+  // what it selects, learns how much the warps (and the team's CTAs) before it select, then walks its
+  // span again writing sink.put(position, index_of(i), key). Positions are dense in [0, m). Cuts ties:
+  // of the keys equal to the threshold, the first t.need of the team in index order are selected.
   template <class KeyAt, class IndexOf, class Sink>
   __device__ static void emit(TempStorage& ts, int n, const KeyAt& key_at, const IndexOf& index_of,
-                              const Threshold& t, Sink& sink) {
+                              const Threshold& t, Sink& sink, Team& team) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int span = ((n + kWarps - 1) / kWarps + 31) & ~31;
     const int lo = min(n, warp * span), hi = min(n, lo + span);
@@ -358,11 +264,8 @@ struct BlockSelect {
       ts.warp_at[warp] = at;
     }
     __syncthreads();
-    uint32_t above_before = 0, at_before = 0;
-    for (int w = 0; w < warp; ++w) {
-      above_before += ts.warp_above[w];
-      at_before += ts.warp_at[w];
-    }
+    const uint2 before = offsets_before_warp(ts, team);
+    uint32_t above_before = before.x, at_before = before.y;
     const uint32_t need = static_cast<uint32_t>(t.need);
     const uint32_t lanes_below = (1u << lane) - 1u;
     for (int base = lo; base < hi; base += 32) {

@@ -1,17 +1,19 @@
 // The dispatch layer: tuning policy, the row windows of each op, the per-row path choice, the
 // workspace layout, the work queue, and the persistent kernel that ties them together.
 //
-// One launch, grid fixed by (device, occupancy), never by the lengths: the same launch serves any
-// lengths <= stride and can be captured in a CUDA graph once. CTAs take work items from an atomic
-// counter until none is left; every row's path is chosen on the device from its own length.
+// One launch of thread-block clusters, grid fixed by (device, occupancy, rows), never by the lengths:
+// the same launch serves any lengths <= stride and can be captured in a CUDA graph once. Every row's
+// path is chosen on the device from its own length. Clusters first select the long rows together
+// (team rows, statically spread over the clusters), then every CTA takes the other rows one at a time
+// from an atomic counter until none is left.
 #pragma once
 #include <cstdint>
-#include <cub/block/block_scan.cuh>
 
 #include "block_select.cuh"
 #include "keys.cuh"
 #include "topk_medium.cuh"
 #include "topk_radix_large.cuh"
+#include "team.cuh"
 #include "topk_small.cuh"
 
 namespace persistent_topk {
@@ -23,24 +25,26 @@ struct Policy {
   // many rows, equal on small ones; docs/perf-notes.md).
   static constexpr int kThreads = 512;
   static constexpr int kMinBlocksPerSM = 2;
-  // Keys a CTA holds in shared memory: 24K x 4 B = 96 KB; with ~15 KB of histogram, scan and item
-  // state two CTAs fit in Hopper's 228 KB per SM. Holds a medium row, a chunk (and the chunk's
-  // compacted candidates behind it), or a split row's candidates.
+  // Keys a CTA holds in shared memory: 24K x 4 B = 96 KB; with ~13 KB of histogram and state two CTAs
+  // fit in Hopper's 228 KB per SM. Holds a solo row or a team row's slice, and behind it the keys that
+  // survive the first digit (compacted).
   static constexpr int kSmemKeys = 24576;
-  // Rows longer than this are split into chunks of at most this many columns, one work item each, so
-  // a long row is read by many SMs at once. 16K leaves 8K words behind a chunk for its compacted
-  // candidates (about k plus one histogram bin), and lets rows up to 12 chunks (196K columns) merge
-  // their k=2048 candidates in shared memory; longer rows take the global path.
-  static constexpr int kChunkKeys = 16384;
-  // Chunk lengths are rounded to this many columns so every chunk starts 16-byte aligned whenever the
-  // row does (16 covers 4-byte and 2-byte logits).
-  static constexpr int kChunkAlign = 16;
+  // Rows up to this long may be selected by one CTA alone: 16K leaves 8K words behind the row for its
+  // compacted keys (about k plus one histogram bin).
+  static constexpr int kSoloMaxKeys = 16384;
+  // CTAs per thread-block cluster, i.e. per team row: 8 is the portable cluster size, so the launch
+  // works on every Hopper part; a team covers rows up to 8 x kSmemKeys = 192K columns in shared memory.
+  static constexpr int kClusterSize = 8;
+  // When a batch has no more rows than the grid has clusters, most clusters would idle: every row
+  // longer than this is then selected by a whole team, which cuts its latency by the cluster size.
+  static constexpr int kTeamMinFewRows = 4096;
+  // Slices start at multiples of this many columns, so each starts 16-byte aligned whenever the row
+  // does (16 covers 4-byte and 2-byte logits).
+  static constexpr int kSliceAlign = 16;
   // sorted=True sorts the selection in the keys buffer as 64-bit words, padded to a power of two.
   static constexpr int kMaxSortedK = 8192;
   static_assert(kMaxSortedK * 2 <= kSmemKeys, "the sorted selection fits the keys buffer");
-  static_assert(kChunkKeys <= kSmemKeys, "a chunk fits the keys buffer");
-  // Rows are grouped for the item map: at most this many groups, one per thread of the block scan.
-  static constexpr int kMaxItemGroups = kThreads;
+  static_assert(kSoloMaxKeys <= kSmemKeys && kTeamMinFewRows <= kSoloMaxKeys, "a solo row fits the keys buffer");
 };
 
 enum WindowMode : int { kWindowLengths = 0, kWindowDecode = 1, kWindowPrefill = 2 };
@@ -61,12 +65,10 @@ struct Params {
   int page_size;
   int32_t* out;
   void* values;  // null unless values are wanted
+  // Rows longer than this are team rows (plan_row); chosen on the host from the shape alone.
+  int team_min_length;
   // Workspace (WorkspaceLayout)
-  uint32_t* queue;  // [0]: work items claimed beyond the first grid's worth; 0 between launches
-  uint32_t* arrivals;  // [rows]: chunks of the row finished; 0 between launches
-  uint32_t* candidate_keys;  // [rows * candidates_per_row]
-  int32_t* candidate_columns;
-  int64_t candidates_per_row;
+  uint32_t* queue;  // [0]: rows claimed beyond the grid's first row per CTA; 0 between launches
 };
 
 // Row r's valid window [start, start + n) of its logits row, clamped to [0, stride) as SPEC §3 says:
@@ -93,140 +95,33 @@ __device__ __forceinline__ RowWindow row_window(const Params& p, int r) {
   return RowWindow{static_cast<int>(start), static_cast<int>(length)};
 }
 
-enum class RowPath { kShort, kMedium, kSplit, kGlobal };
+enum class RowPath { kShort, kSolo, kTeam, kGlobal };
 
-struct RowPlan {
-  RowPath path;
-  SplitGeometry split;  // kSplit only
-};
-
-// The per-row path choice, a pure function of (n, k, sorted) shared by the host (workspace sizing)
-// and the device.
-__host__ __device__ inline RowPlan plan_row(int n, int k, bool by_value) {
-  if (n <= k && !by_value) return RowPlan{RowPath::kShort, {1, n}};
-  if (n <= Policy::kChunkKeys) return RowPlan{RowPath::kMedium, {1, n}};
-  int chunks = (n + Policy::kChunkKeys - 1) / Policy::kChunkKeys;
-  int chunk_len = (n + chunks - 1) / chunks;
-  chunk_len = (chunk_len + Policy::kChunkAlign - 1) / Policy::kChunkAlign * Policy::kChunkAlign;
-  chunks = (n + chunk_len - 1) / chunk_len;
-  const int64_t slot = k < chunk_len ? k : chunk_len;
-  if (chunks * slot <= Policy::kSmemKeys) return RowPlan{RowPath::kSplit, {chunks, chunk_len}};
-  if (n <= Policy::kSmemKeys) return RowPlan{RowPath::kMedium, {1, n}};
-  return RowPlan{RowPath::kGlobal, {1, n}};
+// The per-row path choice, a pure function of the row's own length and the call's constants, made on
+// the device for every row (a captured graph serves any lengths):
+//   short: n <= k, the answer is 0..n-1 (no logit read);
+//   solo:  one CTA, the row in its shared memory;
+//   team:  the CTAs of one cluster, one slice of the row in each one's shared memory;
+//   global: a slice would not fit shared memory; one CTA, passes over global memory.
+__host__ __device__ inline RowPath plan_row(int n, int k, bool by_value, int team_min_length) {
+  if (n <= k && !by_value) return RowPath::kShort;
+  if (n <= team_min_length) return RowPath::kSolo;
+  if (TeamSlices::of(n, Policy::kClusterSize, Policy::kSliceAlign).slice_len <= Policy::kSmemKeys) return RowPath::kTeam;
+  return RowPath::kGlobal;
 }
 
-// The most work items a call of this shape can have: every row at the stride, split as such a row is.
-// A grid larger than this would only start CTAs that find nothing to do (and they are not free: their
-// start, item map and exit cost microseconds on small batches). Shapes, not lengths: a captured graph
-// stays valid for any lengths.
-__host__ __device__ inline int64_t max_work_items(int64_t rows, int64_t stride, int k, bool by_value) {
-  const RowPlan widest = plan_row(static_cast<int>(stride), k, by_value);
-  return rows * (widest.path == RowPath::kSplit ? widest.split.chunks : 1);
+// Rows longer than this are team rows: any row longer than a solo CTA can hold, and in batches with
+// no more rows than the grid has clusters (most clusters would idle otherwise) every row longer than
+// kTeamMinFewRows. A function of the shape and the grid, never of the lengths.
+__host__ __device__ inline int team_min_length(int64_t rows, int clusters) {
+  return rows <= clusters ? Policy::kTeamMinFewRows : Policy::kSoloMaxKeys;
 }
 
-// Byte offsets of the workspace's parts, each 256-byte aligned. The layout follows the workspace's
-// capacity (rows, stride, k), never a call's shape, so the arrival counters sit at the same place for
-// every call that uses the workspace.
+// The workspace: the work queue's counter, nothing per row (team rows combine through distributed
+// shared memory). 256 bytes keep the layout open for the device plan.
 struct WorkspaceLayout {
-  static constexpr int64_t kAlign = 256;
-  int64_t arrivals_offset, candidate_keys_offset, candidate_columns_offset, candidates_per_row, bytes;
-
-  static int64_t align(int64_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
-
-  // Candidate room per row: what the longest possible row leaves (a shorter row never has more
-  // chunks, nor longer ones), at most kSmemKeys.
-  static WorkspaceLayout make(int64_t rows, int64_t stride, int64_t k) {
-    WorkspaceLayout layout;
-    const int64_t chunks = (stride + Policy::kChunkKeys - 1) / Policy::kChunkKeys;
-    const int64_t per_chunk = k < Policy::kChunkKeys ? k : Policy::kChunkKeys;
-    layout.candidates_per_row = stride > Policy::kChunkKeys ? chunks * per_chunk : 0;
-    if (layout.candidates_per_row > Policy::kSmemKeys) layout.candidates_per_row = Policy::kSmemKeys;
-    layout.arrivals_offset = kAlign;  // the queue counters live in the first 256 bytes
-    layout.candidate_keys_offset = layout.arrivals_offset + align(rows * 4);
-    layout.candidate_columns_offset = layout.candidate_keys_offset + align(rows * layout.candidates_per_row * 4);
-    layout.bytes = layout.candidate_columns_offset + align(rows * layout.candidates_per_row * 4);
-    return layout;
-  }
-};
-
-// Work items: item r < rows is row r (its chunk 0 when split); items rows.. are the other chunks of
-// split rows, in row order. Each CTA starts on item blockIdx.x without touching the queue, and the
-// queue hands out items gridDim.x and up. The map of the extra items is built from the lengths (a few
-// KB from L2) only by a CTA that reaches an item >= rows, so rows need no map and no helper kernel.
-template <int kThreads>
-struct WorkItems {
-  static constexpr int kWarps = kThreads / 32;
-  static constexpr int kMaxGroups = Policy::kMaxItemGroups;
-  using Scan = cub::BlockScan<uint32_t, kThreads>;
-
-  struct TempStorage {
-    uint32_t group_first[kMaxGroups + 1];  // first extra item of each group of rows_per_group rows
-    typename Scan::TempStorage scan;
-    int rows_per_group, groups;
-    uint32_t item;
-    int row, chunk;
-  };
-
-  __device__ __forceinline__ static int extra_chunks(const Params& p, int r) {
-    const RowPlan plan = plan_row(row_window(p, r).n, p.k, p.by_value != 0);
-    return plan.path == RowPath::kSplit ? plan.split.chunks - 1 : 0;
-  }
-
-  __device__ static uint32_t build(const Params& p, TempStorage& ts) {
-    const int per_group = 32 * ((p.rows + 32 * kMaxGroups - 1) / (32 * kMaxGroups));
-    const int groups = (p.rows + per_group - 1) / per_group;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    for (int g = warp; g < groups; g += kWarps) {
-      uint32_t count = 0;
-      for (int r = g * per_group + lane; r < min(p.rows, (g + 1) * per_group); r += 32) count += extra_chunks(p, r);
-#pragma unroll
-      for (int offset = 16; offset > 0; offset >>= 1) count += __shfl_xor_sync(0xFFFFFFFFu, count, offset);
-      if (lane == 0) ts.group_first[g] = count;
-    }
-    __syncthreads();
-    const uint32_t mine = threadIdx.x < groups ? ts.group_first[threadIdx.x] : 0u;
-    uint32_t first, total;
-    Scan(ts.scan).ExclusiveSum(mine, first, total);
-    __syncthreads();
-    if (threadIdx.x < groups) ts.group_first[threadIdx.x] = first;
-    if (threadIdx.x == 0) {
-      ts.group_first[groups] = total;
-      ts.rows_per_group = per_group;
-      ts.groups = groups;
-    }
-    __syncthreads();
-    return total;
-  }
-
-  // Extra item e -> (row, chunk >= 1), found by warp 0: binary search for the group, then a warp
-  // scan over the group's rows. Result in ts.row/ts.chunk after the caller's __syncthreads().
-  __device__ static void find_extra(const Params& p, TempStorage& ts, uint32_t e) {
-    if (threadIdx.x >= 32) return;
-    const int lane = threadIdx.x;
-    int lo = 0, hi = ts.groups;  // last g with group_first[g] <= e
-    while (hi - lo > 1) {
-      const int mid = (lo + hi) / 2;
-      if (ts.group_first[mid] <= e) lo = mid; else hi = mid;
-    }
-    uint32_t before = ts.group_first[lo];
-    const int end = min(p.rows, (lo + 1) * ts.rows_per_group);
-    for (int base = lo * ts.rows_per_group; base < end; base += 32) {
-      const int r = base + lane;
-      const uint32_t mine = r < end ? static_cast<uint32_t>(extra_chunks(p, r)) : 0u;
-      uint32_t inclusive = mine;
-#pragma unroll
-      for (int offset = 1; offset < 32; offset <<= 1) {
-        const uint32_t other = __shfl_up_sync(0xFFFFFFFFu, inclusive, offset);
-        if (lane >= offset) inclusive += other;
-      }
-      const uint32_t exclusive = before + inclusive - mine;
-      if (mine != 0 && exclusive <= e && e < exclusive + mine) {
-        ts.row = r;
-        ts.chunk = 1 + static_cast<int>(e - exclusive);
-      }
-      before += __shfl_sync(0xFFFFFFFFu, inclusive, 31);
-    }
-  }
+  static constexpr int64_t kBytes = 256;
+  static int64_t bytes(int64_t /*rows*/, int64_t /*stride*/, int64_t /*k*/) { return kBytes; }
 };
 
 // Where the free part of the keys buffer starts after n keys (16-byte aligned).
@@ -241,104 +136,123 @@ __device__ __forceinline__ Sink<T> row_sink(const Params& p, int r, const RowWin
   sink.page_table = p.page_table ? p.page_table + static_cast<int64_t>(r) * p.page_table_pitch : nullptr;
   sink.page_size = p.page_size;
   sink.raw = p.by_value != 0;
-  sink.candidate_keys = nullptr;
-  sink.candidate_columns = nullptr;
   return sink;
+}
+
+template <typename T>
+__device__ __forceinline__ void pad_and_sort(const Params& p, const Sink<T>& sink, int m, uint32_t* keys) {
+  sink.template pad<Policy::kThreads>(m, p.k);
+  if (p.by_value) finish_sorted<Policy::kThreads, T>(m, sink, reinterpret_cast<uint64_t*>(keys));
+}
+
+// Row r by this CTA's team: its slice into shared memory, then the team's selection (team.cuh). A
+// solo row is the one slice of a team of one.
+template <typename T>
+__device__ __forceinline__ void select_row_in_shared(const Params& p, int r, Team& team, uint32_t* keys,
+                                                typename BlockSelect<Policy::kThreads>::TempStorage& ts) {
+  constexpr int kThreads = Policy::kThreads;
+  using Select = BlockSelect<kThreads>;
+  const RowWindow w = row_window(p, r);
+  const Sink<T> sink = row_sink<T>(p, r, w);
+  const int m = min(p.k, w.n);
+  const TeamSlices slices = TeamSlices::of(w.n, team.size, Policy::kSliceAlign);
+  const int first = slices.first(team.rank), length = slices.length(team.rank, w.n);
+  team.reclaim();  // the team has read this CTA's histogram and counts of the previous row
+  Select::zero_histogram(ts);
+  __syncthreads();
+  load_row<kThreads, T>(sink.row + first, length, keys, ts);
+  __syncthreads();
+  const int spare = spare_offset(length);
+  select_in_shared<kThreads, T>(length, w.n, m, keys, ts, ColumnOf{first}, sink, keys + spare,
+                                Policy::kSmemKeys - spare, team);
+  if (p.by_value) team.publish();  // the whole answer is in out before one CTA sorts it
+  if (team.rank == 0) pad_and_sort<T>(p, sink, m, keys);
+  __syncthreads();  // keys and ts are free for the next row
 }
 
 template <typename T>
 __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) persistent_topk_kernel(Params p) {
   constexpr int kThreads = Policy::kThreads;
   using Select = BlockSelect<kThreads>;
-  using Items = WorkItems<kThreads>;
-  using Arrival = SplitRowArrival<kThreads>;
   extern __shared__ uint4 dynamic_smem[];
   uint32_t* keys = reinterpret_cast<uint32_t*>(dynamic_smem);  // [Policy::kSmemKeys]
   __shared__ typename Select::TempStorage select_storage;
-  __shared__ typename Items::TempStorage item_storage;
-  __shared__ uint32_t is_last_chunk;
+  __shared__ uint32_t next_item;
 
-  // The queue resets itself: every CTA whose first item exists claims one item past each item it
-  // processes, so a launch makes exactly `total items` claims (those in range, plus one out-of-range
-  // claim per working CTA), and the CTA whose claim is the last one (claim == total - 1) knows that
-  // nothing touches the counter again in this launch. No second counter, no fence.
-  // The map of extra items is needed only if some row can be split, i.e. the stride exceeds a chunk.
-  // (Not "if a row at the stride splits": a long row may take the global path while a shorter one
-  // splits, so that test would miss chunks and leave their arrival counters dirty.)
-  bool map_built = p.stride <= Policy::kChunkKeys;
-  uint32_t extra_items = 0;
+  // Two phases, one loop (one copy of the selection code, which keeps it free of register spills).
+  //
+  // Team rows first: cluster c looks at rows c, c + clusters, c + 2 clusters, ... (32 at a time, one
+  // per lane) and selects those that are team rows, all its CTAs together. Every CTA of the cluster
+  // reads the same lengths and so walks the same rows through the same barriers. Long rows thus go
+  // first, as longest-first scheduling wants.
+  //
+  // Then every other row by one CTA. Each CTA starts on row blockIdx.x without touching the queue;
+  // the queue hands out rows gridDim.x and up. The queue resets itself: every CTA whose first row
+  // exists claims one row past each row it visits, so a launch makes exactly `rows` claims, and the
+  // CTA whose claim is the last one (claim == rows - 1) knows nothing touches the counter again.
+  const int clusters = static_cast<int>(gridDim.x) / Policy::kClusterSize;
+  const int lane = threadIdx.x % 32;
+  bool team_phase = p.stride > p.team_min_length;  // else no row can be a team row
+  Team team = team_phase ? Team::of_cluster(Policy::kClusterSize) : Team::solo();
+  int batch = static_cast<int>(blockIdx.x) / Policy::kClusterSize;  // team phase: first row of the 32 looked at
+  uint32_t team_rows_left = 0;  // of those, the team rows not yet selected (bit j: row batch + j * clusters)
+  bool batch_read = false;
+  const uint32_t rows = static_cast<uint32_t>(p.rows);
   uint32_t item = blockIdx.x;
   uint32_t claim = ~0u;  // thread 0: the counter's answer to this CTA's latest claim
   for (;;) {
-    if (item >= static_cast<uint32_t>(p.rows) && !map_built) {
-      extra_items = Items::build(p, item_storage);
-      map_built = true;
-    }
-    const uint32_t total_items = static_cast<uint32_t>(p.rows) + extra_items;
-    if (threadIdx.x == 0 && claim == total_items - 1) p.queue[0] = 0u;
-    if (item >= total_items) break;
-    // Claim the next item now; the answer is first read at the end of this item, so its round trip
-    // overlaps this item's work.
-    if (threadIdx.x == 0) claim = atomicAdd(&p.queue[0], 1u);
-    int r = static_cast<int>(item), chunk = 0;
-    if (item >= static_cast<uint32_t>(p.rows)) {
-      Items::find_extra(p, item_storage, item - p.rows);
-      __syncthreads();
-      r = item_storage.row;
-      chunk = item_storage.chunk;
+    int r;
+    if (team_phase) {
+      if (!batch_read && batch < p.rows) {
+        const int candidate = batch + lane * clusters;
+        const bool team_row = candidate < p.rows &&
+                              plan_row(row_window(p, candidate).n, p.k, p.by_value != 0, p.team_min_length) ==
+                                  RowPath::kTeam;
+        team_rows_left = __ballot_sync(0xFFFFFFFFu, team_row);
+        batch_read = true;
+      }
+      if (team_rows_left == 0u) {
+        if (batch < p.rows) {  // next 32
+          batch += 32 * clusters;
+          batch_read = false;
+          continue;
+        }
+        team.reclaim();  // nobody reads this CTA's shared memory any more: free for solo rows
+        team = Team::solo();
+        team_phase = false;
+        continue;
+      }
+      r = batch + (__ffs(team_rows_left) - 1) * clusters;
+      team_rows_left &= team_rows_left - 1u;
+    } else {
+      if (threadIdx.x == 0 && claim == rows - 1) p.queue[0] = 0u;
+      if (item >= rows) break;
+      // Claim the next row now; the answer is first read at the end of this row, so its round trip
+      // overlaps this row's work.
+      if (threadIdx.x == 0) claim = atomicAdd(&p.queue[0], 1u);
+      r = static_cast<int>(item);
     }
 
     const RowWindow w = row_window(p, r);
-    const RowPlan plan = plan_row(w.n, p.k, p.by_value != 0);
-    const Sink<T> sink = row_sink<T>(p, r, w);
-    const int m = min(p.k, w.n);
-    bool finished = true;  // this CTA wrote the row's answer (unpadded, in index order)
-    if (plan.path == RowPath::kShort) {
-      ShortRowAgent<kThreads, T>::run(w.n, p.k, sink);  // complete already: index order, padded
-      finished = false;
-    } else if (plan.path == RowPath::kGlobal) {
+    const RowPath path = plan_row(w.n, p.k, p.by_value != 0, p.team_min_length);
+    if (path == (team_phase ? RowPath::kTeam : RowPath::kSolo)) {
+      select_row_in_shared<T>(p, r, team, keys, select_storage);
+    } else if (!team_phase && path == RowPath::kShort) {
+      ShortRowAgent<kThreads, T>::run(w.n, p.k, row_sink<T>(p, r, w));  // complete: index order, padded
+    } else if (!team_phase && path == RowPath::kGlobal) {
+      const Sink<T> sink = row_sink<T>(p, r, w);
+      const int m = min(p.k, w.n);
       select_in_global<kThreads, T>(sink.row, w.n, m, select_storage, sink);
-    } else {
-      // Medium rows are split rows of one chunk that write the answer directly.
-      const SplitGeometry split = plan.split;
-      const int first = chunk * split.chunk_len;
-      const int length = split.length_of(chunk, w.n);
-      const int64_t candidates = static_cast<int64_t>(r) * p.candidates_per_row;
-      uint32_t* candidate_keys = p.candidate_keys + candidates;
-      int32_t* candidate_columns = p.candidate_columns + candidates;
-      const bool is_split = plan.path == RowPath::kSplit;
-      Select::zero_histogram(select_storage);
-      __syncthreads();
-      load_row<kThreads, T>(sink.row + first, length, keys, select_storage);
-      __syncthreads();
-      const int slot = split.slot(p.k);
-      select_in_shared<kThreads, T>(length, min(p.k, length), keys, select_storage, ColumnOf{first, nullptr},
-                                    is_split ? sink.to_candidates(candidate_keys + chunk * slot,
-                                                                  candidate_columns + chunk * slot)
-                                             : sink,
-                                    keys + spare_offset(length), Policy::kSmemKeys - spare_offset(length));
-      finished = !is_split;
-      if (is_split && Arrival::last_to_arrive(p.arrivals + r, split.chunks, &is_last_chunk)) {
-        const int count = split.candidates(p.k, w.n);
-        Select::zero_histogram(select_storage);
-        __syncthreads();
-        load_words<kThreads>(candidate_keys, count, keys, select_storage, IdentityKey{});
-        __syncthreads();
-        select_in_shared<kThreads, T>(count, m, keys, select_storage, ColumnOf{0, candidate_columns}, sink,
-                                      keys + spare_offset(count), Policy::kSmemKeys - spare_offset(count));
-        finished = true;
-      }
-    }
-    if (finished) {  // every path that wrote an answer: padding, then sorted=True's order
-      sink.template pad<kThreads>(m, p.k);
-      if (p.by_value) finish_sorted<kThreads, T>(m, sink, reinterpret_cast<uint64_t*>(keys));
-    }
-    __syncthreads();  // this item's shared state (keys, hist, item_storage) is free for the next one
-    if (threadIdx.x == 0) item_storage.item = gridDim.x + claim;
-    __syncthreads();
-    item = item_storage.item;
-  }
+      pad_and_sort<T>(p, sink, m, keys);
+    }  // a team row in the solo phase: done by its team already
 
+    if (!team_phase) {
+      __syncthreads();  // this row's shared state is free for the next one
+      if (threadIdx.x == 0) next_item = gridDim.x + claim;
+      __syncthreads();
+      item = next_item;
+    }
+  }
 }
 
 }  // namespace persistent_topk

@@ -10,52 +10,41 @@
 #include <climits>
 #include <mutex>
 
-#include "dispatch.cuh"
+#include "launch.cuh"
 
 namespace persistent_topk {
 namespace {
 
-constexpr size_t kDynamicSmemBytes = sizeof(uint32_t) * Policy::kSmemKeys;
 constexpr int kMaxDevices = 64;
 
 template <typename T>
-int grid_for_device(int device) {
-  // The grid depends only on the device and the kernel's occupancy: computed once per device.
-  static std::array<int, kMaxDevices> grids{};
+int clusters_for_device(int device) {
+  // Depends only on the device and the kernel's occupancy: computed once per device.
+  static std::array<int, kMaxDevices> clusters{};
   static std::mutex mutex;
   std::lock_guard<std::mutex> lock(mutex);
   TORCH_CHECK(device >= 0 && device < kMaxDevices, "persistent_topk: device index ", device, " out of range");
-  if (grids[device] == 0) {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(persistent_topk_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(kDynamicSmemBytes)));
-    int blocks_per_sm = 0;
-    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, persistent_topk_kernel<T>,
-                                                                 Policy::kThreads, kDynamicSmemBytes));
-    TORCH_CHECK(blocks_per_sm > 0, "persistent_topk: the kernel does not fit on device ", device);
-    cudaDeviceProp prop;
-    C10_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
-    grids[device] = prop.multiProcessorCount * blocks_per_sm;
-  }
-  return grids[device];
+  if (clusters[device] == 0) C10_CUDA_CHECK(resident_clusters<T>(&clusters[device]));
+  return clusters[device];
 }
 
 template <typename T>
 void launch(const Params& params, int device, cudaStream_t stream) {
-  const int64_t items = max_work_items(params.rows, params.stride, params.k, params.by_value != 0);
-  const int grid = static_cast<int>(std::min<int64_t>(grid_for_device<T>(device), items));
-  persistent_topk_kernel<T><<<grid, Policy::kThreads, kDynamicSmemBytes, stream>>>(params);
+  C10_CUDA_CHECK(launch_persistent_topk<T>(params, clusters_for_device<T>(device), stream));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-int64_t workspace_bytes(int64_t rows, int64_t stride, int64_t k) { return WorkspaceLayout::make(rows, stride, k).bytes; }
+int64_t workspace_bytes(int64_t rows, int64_t stride, int64_t k) { return WorkspaceLayout::bytes(rows, stride, k); }
 
 int64_t launch_grid(const at::Tensor& logits) {
   const c10::cuda::CUDAGuard guard(logits.device());
+  int clusters = 0;
   switch (logits.scalar_type()) {
-    case at::kFloat: return grid_for_device<float>(logits.get_device());
-    case at::kBFloat16: return grid_for_device<__nv_bfloat16>(logits.get_device());
-    default: return grid_for_device<__half>(logits.get_device());
+    case at::kFloat: clusters = clusters_for_device<float>(logits.get_device()); break;
+    case at::kBFloat16: clusters = clusters_for_device<__nv_bfloat16>(logits.get_device()); break;
+    default: clusters = clusters_for_device<__half>(logits.get_device());
   }
+  return static_cast<int64_t>(clusters) * Policy::kClusterSize;
 }
 
 // Python (persistent_topk/ops.py) has checked types, shapes and devices; this re-checks what a
@@ -76,14 +65,11 @@ void select_rows(const at::Tensor& logits, const at::Tensor& bounds, const c10::
                   out.size(1) == k, "out: expected a contiguous (rows, k) int32 tensor");
   TORCH_CHECK(workspace.has_value(), "workspace: required for CUDA tensors");
   const int64_t rows = logits.size(0), stride = logits.size(1);
-  // The layout follows the workspace's capacity, not this call's shape: the arrival counters then sit
-  // at the same place for every call, and no call's candidates overwrite another shape's counters.
   TORCH_CHECK(rows <= workspace_rows && stride <= workspace_stride && k <= workspace_k, "workspace: sized for ",
               workspace_rows, " rows x ", workspace_stride, " columns, k=", workspace_k, "; this call has ", rows,
               " x ", stride, ", k=", k);
-  const WorkspaceLayout layout = WorkspaceLayout::make(workspace_rows, workspace_stride, workspace_k);
-  TORCH_CHECK(workspace->numel() >= layout.bytes, "workspace: ", workspace->numel(), " bytes, its layout needs ",
-              layout.bytes);
+  const int64_t needed = WorkspaceLayout::bytes(workspace_rows, workspace_stride, workspace_k);
+  TORCH_CHECK(workspace->numel() >= needed, "workspace: ", workspace->numel(), " bytes, its layout needs ", needed);
   if (window_mode == kWindowDecode) {
     TORCH_CHECK(next_n >= 1 && bounds.numel() * next_n == rows, "seq_lens: size does not match rows / next_n");
   } else {
@@ -120,12 +106,7 @@ void select_rows(const at::Tensor& logits, const at::Tensor& bounds, const c10::
   params.page_size = static_cast<int>(page_size);
   params.out = out.data_ptr<int32_t>();
   params.values = values.has_value() ? values->data_ptr() : nullptr;
-  uint8_t* base = workspace->data_ptr<uint8_t>();
-  params.queue = reinterpret_cast<uint32_t*>(base);
-  params.arrivals = reinterpret_cast<uint32_t*>(base + layout.arrivals_offset);
-  params.candidate_keys = reinterpret_cast<uint32_t*>(base + layout.candidate_keys_offset);
-  params.candidate_columns = reinterpret_cast<int32_t*>(base + layout.candidate_columns_offset);
-  params.candidates_per_row = layout.candidates_per_row;
+  params.queue = reinterpret_cast<uint32_t*>(workspace->data_ptr<uint8_t>());
 
   const c10::cuda::CUDAGuard guard(logits.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -148,6 +129,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("select_rows", &persistent_topk::select_rows, "Launch the persistent top-k kernel (one launch)");
   m.attr("max_sorted_k") = persistent_topk::Policy::kMaxSortedK;
   m.attr("smem_keys") = persistent_topk::Policy::kSmemKeys;
-  m.attr("chunk_keys") = persistent_topk::Policy::kChunkKeys;
+  m.attr("solo_max_keys") = persistent_topk::Policy::kSoloMaxKeys;
+  m.attr("team_min_few_rows") = persistent_topk::Policy::kTeamMinFewRows;
+  m.attr("cluster_size") = persistent_topk::Policy::kClusterSize;
   m.attr("threads") = persistent_topk::Policy::kThreads;
 }

@@ -1,6 +1,6 @@
-// Rows (and chunks of rows, and the candidates of split rows) that fit in shared memory: read from
-// global memory exactly once, with 16-byte loads, converted to keys on the way in while the first
-// radix digit is counted; every later pass and the write-out run from shared memory.
+// Rows, and team rows' slices, held in shared memory: read from global memory exactly once, with
+// 16-byte loads, converted to keys on the way in while the first radix digit is counted; every later
+// pass and the write-out run from shared memory.
 #pragma once
 #include <cstdint>
 
@@ -136,26 +136,27 @@ __device__ __forceinline__ void load_row(const T* src, int n, uint32_t* keys,
   }
 }
 
-// Column of the i-th listed element: `first + i` for a run of consecutive columns, or the column
-// stored beside a candidate. Candidates are written by other CTAs of this launch, so they are read
-// through L2 (ld.global.cg), never from a possibly stale L1 line.
+// Column (relative to the row's window) of the i-th key in shared memory: a run of consecutive columns.
 struct ColumnOf {
   int first;
-  const int32_t* columns;
-  __device__ __forceinline__ int32_t operator()(int i) const { return columns ? __ldcg(columns + i) : first + i; }
+  __device__ __forceinline__ int32_t operator()(int i) const { return first + i; }
 };
 
-// Candidates compacted into the spare part of the keys buffer: positions (into keys) of the keys at
-// or above the first threshold bin, in index order.
-struct CandidateKeys {
+// The keys one CTA selects from: all n keys of its row or slice in shared memory, or, once compacted,
+// the positions of those at or above the threshold bin. One type for both keeps one copy of the
+// refine and write-out code; the branch is uniform and predictable.
+struct KeyList {
   const uint32_t* keys;
-  const uint32_t* positions;
-  __device__ __forceinline__ uint32_t operator()(int j) const { return keys[positions[j]]; }
-};
-struct CandidateColumn {
+  const uint32_t* positions;  // null: keys[0, length) themselves
+  int length;
   ColumnOf column_of;
-  const uint32_t* positions;
-  __device__ __forceinline__ int32_t operator()(int j) const { return column_of(static_cast<int>(positions[j])); }
+  __device__ __forceinline__ int position(int j) const { return positions ? static_cast<int>(positions[j]) : j; }
+  __device__ __forceinline__ uint32_t operator()(int j) const { return keys[position(j)]; }
+  __device__ __forceinline__ int32_t column(int j) const { return column_of(position(j)); }
+};
+struct KeyListColumn {
+  const KeyList* list;
+  __device__ __forceinline__ int32_t operator()(int j) const { return list->column(j); }
 };
 struct PositionSink {
   uint32_t* positions;
@@ -164,65 +165,51 @@ struct PositionSink {
   }
 };
 
-// The top m of the n keys in shared memory (ts.hist already counts their first digit) into `sink`,
-// in index order. `spare` (capacity words) is free shared memory after the keys.
+// The team's top m of its row (row_n keys in all) into `sink`, in index order. This CTA holds n of
+// them in shared memory (the whole row when the team is a solo CTA, else its slice), and ts.hist
+// counts their first digit. `spare` (capacity words) is free shared memory after the keys.
 //
 // After the first digit, the keys above the threshold bin are selected and those below are out; only
-// the bin itself is undecided. Unless the whole bin is selected, the keys at or above it (about k plus
-// one bin) are compacted once, in index order, into `spare`, and every later pass and the write-out
-// run over that short list instead of all n keys.
+// the bin itself is undecided. Unless the whole bin is selected, each CTA compacts its keys at or above
+// the bin (about k plus one bin over the team), in index order, into `spare`, and every later pass and
+// the write-out run over that short list. If the list does not fit (adversarial input: most keys share
+// the bin), the passes run over all n keys instead: exactness never depends on a buffer's size.
 template <int kThreads, typename T>
-__device__ __forceinline__ void select_in_shared(int n, int m, const uint32_t* keys,
+__device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const uint32_t* keys,
                                                  typename BlockSelect<kThreads>::TempStorage& ts, ColumnOf column_of,
-                                                 Sink<T> sink, uint32_t* spare, int capacity) {
+                                                 Sink<T> sink, uint32_t* spare, int capacity, Team& team) {
   using Select = BlockSelect<kThreads>;
   constexpr int kBits = KeyTraits<T>::kSignificantBits;
-  if (m >= n) {
-    Select::emit_shared_uncut(ts, keys, n, column_of, Threshold{0u, 0, m, true}, sink);
+  if (m >= row_n) {  // every key: a zero-bit prefix they all share
+    Select::emit_shared_uncut(ts, keys, n, column_of, Threshold{0u, 0, m, true}, sink, team);
     return;
   }
-  Select::find_digit(ts, m);
+  team.publish();  // every CTA's first-digit histogram is complete
+  Select::find_digit(ts, m, team);
   const uint32_t digit = ts.digit, above = ts.count_above, at = ts.count_at;
   Threshold t{digit << Select::kFirstShift, Select::kDigitBits, m - static_cast<int>(above),
               at == static_cast<uint32_t>(m) - above};
   __syncthreads();  // ts.digit/count_* read by everyone
   if (t.all_at_selected) {
-    Select::emit_shared_uncut(ts, keys, n, column_of, t, sink);
+    Select::emit_shared_uncut(ts, keys, n, column_of, t, sink, team);
     return;
   }
-  const int count = static_cast<int>(above + at);
-  if (count <= capacity) {
-    PositionSink to_spare{spare};
-    Select::emit_shared_uncut(ts, keys, n, ColumnOf{0, nullptr}, Threshold{t.prefix, t.bits, count, true},
-                              to_spare);
-    const CandidateKeys key_at{keys, spare};
-    const int next_width = min(Select::kDigitBits, kBits - t.bits);
-    auto recount = [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
-      Select::count_digits(ts, count, key_at, prefix, shift, digit_mask);
-    };
-    Select::zero_histogram(ts);
-    __syncthreads();
-    recount(t, 32 - t.bits - next_width, (1u << next_width) - 1u);
-    __syncthreads();
-    t = Select::refine_from(ts, t, kBits, recount);
-    Select::emit(ts, count, key_at, CandidateColumn{column_of, spare}, t, sink);
-    return;
-  }
-  // The threshold bin is too large to compact (adversarial input): every pass over all n keys.
+  Team local = Team::solo();
+  const int count = Select::emit_shared_uncut(ts, keys, n, ColumnOf{0},
+                                              Threshold{t.prefix, t.bits, 0, true}, PositionSink{spare}, local,
+                                              capacity);
+  const KeyList list{keys, count <= capacity ? spare : nullptr, count <= capacity ? count : n, column_of};
   const int next_width = min(Select::kDigitBits, kBits - t.bits);
   auto recount = [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
-    Select::count_digits_shared(ts, keys, n, prefix, shift, digit_mask);
+    Select::count_digits(ts, list.length, list, prefix, shift, digit_mask);
   };
+  team.reclaim();  // every CTA has read this CTA's first-digit histogram
   Select::zero_histogram(ts);
   __syncthreads();
   recount(t, 32 - t.bits - next_width, (1u << next_width) - 1u);
-  __syncthreads();
-  t = Select::refine_from(ts, t, kBits, recount);
-  if (t.all_at_selected) {
-    Select::emit_shared_uncut(ts, keys, n, column_of, t, sink);
-  } else {
-    Select::emit_shared(ts, keys, n, column_of, t, sink);
-  }
+  team.publish();
+  t = Select::refine(ts, t, kBits, team, recount);
+  Select::emit(ts, list.length, list, KeyListColumn{&list}, t, sink, team);
 }
 
 }  // namespace persistent_topk

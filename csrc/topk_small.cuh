@@ -1,6 +1,6 @@
 // Rows that need no selection, and the write-out every path ends in: the output sink (a row's
-// indices with optional values and the fused page-table transform, or a chunk's candidate list),
-// -1 padding, and the sort behind sorted=True.
+// indices with optional values and the fused page-table transform), -1 padding, and the sort behind
+// sorted=True.
 #pragma once
 #include <cstdint>
 
@@ -19,36 +19,23 @@ struct Sink {
   const int32_t* page_table;    // this row's pages, or null
   int page_size;
   bool raw;                     // sorted=True: bare indices now, transform and values after the sort
-  uint32_t* candidate_keys;     // non-null: a chunk's candidates (key, column) instead of a row answer
-  int32_t* candidate_columns;
 
   __device__ __forceinline__ int32_t transform(int32_t index) const {
     if (page_table == nullptr) return index;
     return page_table[index / page_size] * page_size + index % page_size;
   }
-  // The hot cases (a chunk's candidates, a plain index) inline; transform and values out of line, so
-  // the many call sites of the unrolled emission loops stay small in the instruction cache.
-  __device__ __forceinline__ void put(int position, int32_t index, uint32_t key) const {
-    if (candidate_keys != nullptr) {
-      candidate_keys[position] = key;
-      candidate_columns[position] = index;
-    } else if (raw || (page_table == nullptr && values == nullptr)) {
+  __device__ __forceinline__ void put(int position, int32_t index, uint32_t /*key*/) const {
+    if (raw || (page_table == nullptr && values == nullptr)) {
       out[position] = index;
     } else {
       put_transformed(out, values, row, page_table, page_size, position, index);
     }
   }
-  __device__ __noinline__ static void put_transformed(int32_t* out, T* values, const T* row,
+  __device__ __forceinline__ static void put_transformed(int32_t* out, T* values, const T* row,
                                                       const int32_t* page_table, int page_size, int position,
                                                       int32_t index) {
     out[position] = page_table == nullptr ? index : page_table[index / page_size] * page_size + index % page_size;
     if (values != nullptr) values[position] = row[index];
-  }
-  __device__ __forceinline__ Sink to_candidates(uint32_t* keys, int32_t* columns) const {
-    Sink s = *this;
-    s.candidate_keys = keys;
-    s.candidate_columns = columns;
-    return s;
   }
   // Positions [m, k): -1 and -inf. The only place -1 is ever written.
   template <int kThreads>
@@ -79,7 +66,8 @@ __device__ __noinline__ void finish_sorted(int m, Sink<T> sink, uint64_t* scratc
   for (int j = threadIdx.x; j < count; j += kThreads) {
     uint64_t word = ~0ull;
     if (j < m) {
-      const uint32_t index = static_cast<uint32_t>(sink.out[j]);
+      // Other CTAs of a team wrote parts of out: read through L2, never a stale L1 line.
+      const uint32_t index = static_cast<uint32_t>(__ldcg(sink.out + j));
       word = (static_cast<uint64_t>(~to_key(sink.row[index])) << 32) | index;
     }
     scratch[j] = word;

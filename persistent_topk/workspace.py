@@ -1,10 +1,11 @@
 """Scratch memory for the top-k kernel (SPEC §6).
 
-One zero-initialised byte buffer per Workspace holds everything the kernel needs between CTAs: the
-work-queue counters (which reset themselves at the end of every launch, so a captured CUDA graph needs
-no memset node), per-row arrival counters for rows split across CTAs, and the candidate lists those
-CTAs hand to the one that finishes the row. Its size comes from the kernel's own layout
-(csrc/dispatch.cuh, WorkspaceLayout), so Python never duplicates the arithmetic.
+One zero-initialised byte buffer per Workspace holds everything the kernel shares between CTAs
+through global memory: the work-queue counter, which resets itself at the end of every launch, so a
+captured CUDA graph needs no memset node. (Long rows are selected by the CTAs of one thread-block
+cluster, which combine through distributed shared memory and need no scratch here.) Its size comes
+from the kernel's own layout (csrc/dispatch.cuh, WorkspaceLayout), so Python never duplicates the
+arithmetic.
 
 A workspace serves one stream at a time: two launches running concurrently on one workspace would
 share its counters.

@@ -50,11 +50,13 @@ def check(logits, lengths, k, *, by_value=False, what=""):
 
 
 def path_lengths(stride, k, g, rows):
-    """Lengths that put rows on every path: empty, short (<= k), medium (in shared memory), split
-    (several chunks) and the edges between them, plus negatives and lengths past the stride."""
-    chunk = pt._backend.require_cuda_kernels().chunk_keys
-    smem = pt._backend.require_cuda_kernels().smem_keys
-    edges = [0, -1, 1, k - 1, k, k + 1, chunk, chunk + 1, smem - 1, smem + 1, 3 * chunk + 5, stride, stride + 100]
+    """Lengths that put rows on every path: empty, short (<= k), solo (one CTA), team (a cluster of
+    CTAs), global, and the edges between them, plus negatives and lengths past the stride."""
+    kernels = pt._backend.require_cuda_kernels()
+    few, solo, smem = kernels.team_min_few_rows, kernels.solo_max_keys, kernels.smem_keys
+    team_max = kernels.cluster_size * smem
+    edges = [0, -1, 1, k - 1, k, k + 1, few, few + 1, solo, solo + 1, smem - 1, smem + 1, 3 * solo + 5,
+             team_max, team_max + 1, stride, stride + 100]
     edges = [e for e in edges if e <= stride + 100]
     lengths = torch.randint(-2, stride + 50, (rows,), generator=g)
     lengths[: min(rows, len(edges))] = torch.tensor(edges[:rows])
@@ -88,13 +90,23 @@ def test_k_values(k, by_value, gen):
         check(logits, lengths, k, by_value=by_value, what=f"{dist} k={k} sorted={by_value}")
 
 
+@pytest.mark.parametrize("k", [2048, 13_000])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_k_larger_than_a_chunk_takes_the_global_path(dtype, gen):
-    smem = pt._backend.require_cuda_kernels().smem_keys
-    k = smem // 2 + 3  # candidates of a split would not fit in shared memory
-    lengths = torch.tensor([3 * smem + 11, 2 * smem, k + 1, k, 5], dtype=I32)
-    logits = make_logits("shared_high_bits", 5, 3 * smem + 16, dtype, gen, lengths, device="cuda")
+def test_rows_longer_than_a_team_holds_take_the_global_path(k, dtype, gen):
+    kernels = pt._backend.require_cuda_kernels()
+    team_max = kernels.cluster_size * kernels.smem_keys  # slices of longer rows overflow shared memory
+    lengths = torch.tensor([team_max + 11, team_max, 262_144, k + 1, k, 5], dtype=I32)
+    logits = make_logits("shared_high_bits", 6, 262_144, dtype, gen, lengths, device="cuda")
     check(logits, lengths, k, what="global path")
+
+
+@pytest.mark.parametrize("dist", ["normal", "shared_high_bits", "specials"])
+def test_team_rows_among_many_solo_rows(dist, gen):
+    """More rows than clusters: long rows go to teams, the rest to single CTAs, in one launch."""
+    rows, stride, k = 300, 70_000, 2048
+    lengths = path_lengths(stride, k, gen, rows)
+    logits = make_logits(dist, rows, stride, torch.float32, gen, lengths, device="cuda")
+    check(logits, lengths, k, what=f"300 rows {dist}")
 
 
 @pytest.mark.parametrize("width, offset", [(4099, 0), (30001, 1), (77777, 3), (50, 2)])

@@ -1,0 +1,86 @@
+// A row's team: the CTAs that select one row together. A long row is cut into one slice per CTA of a
+// thread-block cluster; each CTA holds its slice in its own shared memory, and the team agrees on
+// every radix digit by summing the CTAs' histograms through distributed shared memory. The selection
+// is then written straight to the output: each CTA learns how many keys the CTAs of lower rank (lower
+// columns) select and writes its own at that offset, so no candidate list and no merge step exist.
+//
+// Cluster CTAs are co-scheduled by the hardware, so they may wait for each other (SPEC §4); CTAs of
+// different clusters never do. A solo CTA is a team of one and touches no cluster barrier.
+#pragma once
+#include <cstdint>
+#include <cooperative_groups.h>
+
+namespace persistent_topk {
+
+struct Team {
+  int size;  // CTAs selecting this row: 1 (solo) or the cluster size
+  int rank;  // this CTA's slice: slices of lower rank hold lower columns
+  // This CTA has said it finished reading the others' published state (barrier arrive) but has not
+  // yet waited for the others to say the same; nothing published may be overwritten until it has.
+  bool reading_released;
+
+  __device__ __forceinline__ static Team solo() { return Team{1, 0, false}; }
+  __device__ __forceinline__ static Team of_cluster(int size) {
+    return Team{size, static_cast<int>(cooperative_groups::this_cluster().block_rank()), false};
+  }
+
+  // Every CTA has written what it publishes (shared-memory histogram, counts) and may read the others'.
+  // Also a barrier for this CTA's own threads.
+  __device__ __forceinline__ void publish() {
+    if (size == 1) {
+      __syncthreads();
+      return;
+    }
+    reclaim();
+    cooperative_groups::this_cluster().sync();
+  }
+  // This CTA's reads of the others' published state are complete (arrive now, wait in reclaim()).
+  __device__ __forceinline__ void release_reads() {
+    if (size == 1) return;
+    __cluster_barrier_arrive();
+    reading_released = true;
+  }
+  // Before overwriting anything published: every CTA has finished reading it.
+  __device__ __forceinline__ void reclaim() {
+    if (size == 1 || !reading_released) return;
+    __cluster_barrier_wait();
+    reading_released = false;
+  }
+
+  // Sum over the team of the four histogram bins at `hist + first` (16-byte aligned) of each CTA.
+  __device__ __forceinline__ uint4 sum_bins(const uint32_t* hist, int first) const {
+    const uint4* local = reinterpret_cast<const uint4*>(hist + first);
+    if (size == 1) return *local;
+    uint4 sum = make_uint4(0, 0, 0, 0);
+    for (int r = 0; r < size; ++r) {
+      const uint4 c = *cooperative_groups::this_cluster().map_shared_rank(local, r);
+      sum.x += c.x;
+      sum.y += c.y;
+      sum.z += c.z;
+      sum.w += c.w;
+    }
+    return sum;
+  }
+
+  // (above, at) summed over the CTAs of lower rank, given this CTA's own; `slot` is two words of
+  // shared memory that the team reads. Called by every thread of the CTA.
+  __device__ __forceinline__ uint2 lower_ranks_total(uint32_t* slot, uint32_t above, uint32_t at) {
+    if (size == 1) return make_uint2(0, 0);
+    reclaim();
+    if (threadIdx.x == 0) {
+      slot[0] = above;
+      slot[1] = at;
+    }
+    publish();
+    uint2 before = make_uint2(0, 0);
+    for (int r = 0; r < rank; ++r) {
+      const uint32_t* remote = cooperative_groups::this_cluster().map_shared_rank(slot, r);
+      before.x += remote[0];
+      before.y += remote[1];
+    }
+    release_reads();
+    return before;
+  }
+};
+
+}  // namespace persistent_topk
