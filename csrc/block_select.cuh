@@ -38,7 +38,7 @@ struct BlockSelect {
     uint32_t warp_above[kWarps];
     uint32_t warp_at[kWarps];
     uint32_t digit, count_above, count_at;
-    uint32_t team_counts[2];  // this CTA's (above, at) for the team's emission offsets
+    uint2 team_counts;  // this CTA's (above, at) for the team's emission offsets
   };
 
   __device__ __forceinline__ static void zero_histogram(TempStorage& ts) {
@@ -143,7 +143,7 @@ struct BlockSelect {
       above_total += above;
       at_total += at;
     }
-    const uint2 lower = team.lower_ranks_total(ts.team_counts, above_total, at_total);
+    const uint2 lower = team.lower_ranks_total(&ts.team_counts, above_total, at_total);
     return make_uint2(above_before + lower.x, at_before + lower.y);
   }
 

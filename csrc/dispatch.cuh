@@ -45,6 +45,7 @@ struct Policy {
   static constexpr int kMaxSortedK = 8192;
   static_assert(kMaxSortedK * 2 <= kSmemKeys, "the sorted selection fits the keys buffer");
   static_assert(kSoloMaxKeys <= kSmemKeys && kTeamMinFewRows <= kSoloMaxKeys, "a solo row fits the keys buffer");
+  static_assert(kClusterSize <= Team::kMaxSize, "team reads are unrolled for kMaxSize CTAs");
 };
 
 enum WindowMode : int { kWindowLengths = 0, kWindowDecode = 1, kWindowPrefill = 2 };

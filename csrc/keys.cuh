@@ -51,6 +51,18 @@ __device__ __forceinline__ uint32_t to_key(T x) {
   return KeyTraits<T>::to_key(x);
 }
 
+// One logit copied as raw bits: values out are the input's bits exactly (NaN payloads and signs
+// included), with no float conversion on the way.
+template <typename T>
+__device__ __forceinline__ void copy_logit(T* dst, const T* src) {
+  static_assert(sizeof(T) == 2 || sizeof(T) == 4, "16- or 32-bit logits");
+  if constexpr (sizeof(T) == 4) {
+    *reinterpret_cast<uint32_t*>(dst) = *reinterpret_cast<const uint32_t*>(src);
+  } else {
+    *reinterpret_cast<uint16_t*>(dst) = *reinterpret_cast<const uint16_t*>(src);
+  }
+}
+
 // Keys of the 16 bytes in `v`, which hold 16 / sizeof(T) consecutive logits.
 template <typename T>
 __device__ __forceinline__ void unpack_keys(const uint4& v, uint32_t* keys);

@@ -18,19 +18,19 @@ namespace {
 constexpr int kMaxDevices = 64;
 
 template <typename T>
-int clusters_for_device(int device) {
+ResidentLimits limits_for_device(int device) {
   // Depends only on the device and the kernel's occupancy: computed once per device.
-  static std::array<int, kMaxDevices> clusters{};
+  static std::array<ResidentLimits, kMaxDevices> limits{};
   static std::mutex mutex;
   std::lock_guard<std::mutex> lock(mutex);
   TORCH_CHECK(device >= 0 && device < kMaxDevices, "persistent_topk: device index ", device, " out of range");
-  if (clusters[device] == 0) C10_CUDA_CHECK(resident_clusters<T>(&clusters[device]));
-  return clusters[device];
+  if (limits[device].ctas == 0) C10_CUDA_CHECK(resident_limits<T>(&limits[device]));
+  return limits[device];
 }
 
 template <typename T>
 void launch(const Params& params, int device, cudaStream_t stream) {
-  C10_CUDA_CHECK(launch_persistent_topk<T>(params, clusters_for_device<T>(device), stream));
+  C10_CUDA_CHECK(launch_persistent_topk<T>(params, limits_for_device<T>(device), stream));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -38,13 +38,13 @@ int64_t workspace_bytes(int64_t rows, int64_t stride, int64_t k) { return Worksp
 
 int64_t launch_grid(const at::Tensor& logits) {
   const c10::cuda::CUDAGuard guard(logits.device());
-  int clusters = 0;
+  ResidentLimits limits{};
   switch (logits.scalar_type()) {
-    case at::kFloat: clusters = clusters_for_device<float>(logits.get_device()); break;
-    case at::kBFloat16: clusters = clusters_for_device<__nv_bfloat16>(logits.get_device()); break;
-    default: clusters = clusters_for_device<__half>(logits.get_device());
+    case at::kFloat: limits = limits_for_device<float>(logits.get_device()); break;
+    case at::kBFloat16: limits = limits_for_device<__nv_bfloat16>(logits.get_device()); break;
+    default: limits = limits_for_device<__half>(logits.get_device());
   }
-  return static_cast<int64_t>(clusters) * Policy::kClusterSize;
+  return static_cast<int64_t>(limits.clusters) * Policy::kClusterSize;
 }
 
 // Python (persistent_topk/ops.py) has checked types, shapes and devices; this re-checks what a
@@ -125,7 +125,7 @@ void select_rows(const at::Tensor& logits, const at::Tensor& bounds, const c10::
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "persistent_topk CUDA kernels (see persistent_topk/ops.py for the public API)";
   m.def("workspace_bytes", &persistent_topk::workspace_bytes, "Workspace bytes for (rows, stride, k)");
-  m.def("launch_grid", &persistent_topk::launch_grid, "CTAs of the persistent grid for logits' device and dtype");
+  m.def("launch_grid", &persistent_topk::launch_grid, "CTAs of the largest (clustered) persistent grid for logits' device and dtype");
   m.def("select_rows", &persistent_topk::select_rows, "Launch the persistent top-k kernel (one launch)");
   m.attr("max_sorted_k") = persistent_topk::Policy::kMaxSortedK;
   m.attr("smem_keys") = persistent_topk::Policy::kSmemKeys;

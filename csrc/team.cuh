@@ -13,6 +13,10 @@
 namespace persistent_topk {
 
 struct Team {
+  // The largest team: remote reads are unrolled to this many CTAs so that they are all in flight at
+  // once (a distributed shared memory round trip costs hundreds of cycles; one after another they
+  // cost microseconds per exchange).
+  static constexpr int kMaxSize = 8;
   int size;  // CTAs selecting this row: 1 (solo) or the cluster size
   int rank;  // this CTA's slice: slices of lower rank hold lower columns
   // This CTA has said it finished reading the others' published state (barrier arrive) but has not
@@ -51,34 +55,41 @@ struct Team {
   __device__ __forceinline__ uint4 sum_bins(const uint32_t* hist, int first) const {
     const uint4* local = reinterpret_cast<const uint4*>(hist + first);
     if (size == 1) return *local;
-    uint4 sum = make_uint4(0, 0, 0, 0);
-    for (int r = 0; r < size; ++r) {
-      const uint4 c = *cooperative_groups::this_cluster().map_shared_rank(local, r);
-      sum.x += c.x;
-      sum.y += c.y;
-      sum.z += c.z;
-      sum.w += c.w;
+    uint4 c[kMaxSize];
+#pragma unroll
+    for (int r = 0; r < kMaxSize; ++r) {
+      c[r] = r < size ? *cooperative_groups::this_cluster().map_shared_rank(local, r) : make_uint4(0, 0, 0, 0);
+    }
+    uint4 sum = c[0];
+#pragma unroll
+    for (int r = 1; r < kMaxSize; ++r) {
+      sum.x += c[r].x;
+      sum.y += c[r].y;
+      sum.z += c[r].z;
+      sum.w += c[r].w;
     }
     return sum;
   }
 
-  // (above, at) summed over the CTAs of lower rank, given this CTA's own; `slot` is two words of
-  // shared memory that the team reads. Called by every thread of the CTA.
-  __device__ __forceinline__ uint2 lower_ranks_total(uint32_t* slot, uint32_t above, uint32_t at) {
+  // (above, at) summed over the CTAs of lower rank, given this CTA's own; `slot` is shared memory
+  // that the team reads. Called by every thread of the CTA.
+  __device__ __forceinline__ uint2 lower_ranks_total(uint2* slot, uint32_t above, uint32_t at) {
     if (size == 1) return make_uint2(0, 0);
     reclaim();
-    if (threadIdx.x == 0) {
-      slot[0] = above;
-      slot[1] = at;
-    }
+    if (threadIdx.x == 0) *slot = make_uint2(above, at);
     publish();
-    uint2 before = make_uint2(0, 0);
-    for (int r = 0; r < rank; ++r) {
-      const uint32_t* remote = cooperative_groups::this_cluster().map_shared_rank(slot, r);
-      before.x += remote[0];
-      before.y += remote[1];
+    uint2 counts[kMaxSize];
+#pragma unroll
+    for (int r = 0; r < kMaxSize; ++r) {
+      counts[r] = r < rank ? *cooperative_groups::this_cluster().map_shared_rank(slot, r) : make_uint2(0, 0);
     }
     release_reads();
+    uint2 before = counts[0];
+#pragma unroll
+    for (int r = 1; r < kMaxSize; ++r) {
+      before.x += counts[r].x;
+      before.y += counts[r].y;
+    }
     return before;
   }
 };

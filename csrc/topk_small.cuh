@@ -35,14 +35,14 @@ struct Sink {
                                                       const int32_t* page_table, int page_size, int position,
                                                       int32_t index) {
     out[position] = page_table == nullptr ? index : page_table[index / page_size] * page_size + index % page_size;
-    if (values != nullptr) values[position] = row[index];
+    if (values != nullptr) copy_logit(values + position, row + index);
   }
   // Positions [m, k): -1 and -inf. The only place -1 is ever written.
   template <int kThreads>
   __device__ __forceinline__ void pad(int m, int k) const {
     for (int j = m + static_cast<int>(threadIdx.x); j < k; j += kThreads) {
       out[j] = -1;
-      if (values != nullptr) values[j] = KeyTraits<T>::minus_inf();
+      if (values != nullptr) values[j] = KeyTraits<T>::minus_inf();  // a bit pattern, no conversion
     }
   }
 };

@@ -14,8 +14,8 @@ extern "C" int64_t pt_workspace_bytes(int64_t rows, int64_t stride) { return Wor
 // team_min_length < 0: the product's choice; otherwise forced (to time the paths against each other).
 extern "C" int pt_launch(const float* logits, int64_t row_pitch, int rows, int stride, const int32_t* lengths, int k,
                          int32_t* out, void* workspace, int team_min_length, void* stream) {
-  static int resident = 0;
-  if (resident == 0 && resident_clusters<float>(&resident) != cudaSuccess) return -1;
+  static ResidentLimits resident{};
+  if (resident.ctas == 0 && resident_limits<float>(&resident) != cudaSuccess) return -1;
   Params p{};
   p.logits = logits;
   p.row_pitch = row_pitch;

@@ -5,7 +5,10 @@
 For each libpt_*.so and each chosen suite case: exactness against the CPU oracle, then the median µs of
 a CUDA-graph replay with the L2 flushed (as the benchmark), without the flush, and of a graph holding two
 back-to-back launches (the second runs with warm code and L2), so cold-start costs show separately.
+PT_TEAM_MIN="-1,4096,16384" (environment) times each library with the team threshold forced to each
+value (-1: the policy's own choice).
 """
+import os
 import ctypes
 import sys
 from pathlib import Path
@@ -19,6 +22,7 @@ from persistent_topk.bench import FLUSH_BYTES, capture_graph, time_graph_us  # n
 K = 2048
 FLUSH = torch.empty(FLUSH_BYTES, dtype=torch.uint8, device="cuda")
 REPS = 40
+TEAM_MINS = [int(t) for t in os.environ.get("PT_TEAM_MIN", "-1").split(",")]
 
 
 def main():
@@ -39,17 +43,16 @@ def main():
         lib.pt_workspace_bytes.restype = ctypes.c_int64
         lib.pt_workspace_bytes.argtypes = [ctypes.c_int64, ctypes.c_int64]
         lib.pt_launch.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
-                                  ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
-                                  ctypes.c_void_p]
-        name = lib_path.stem[len("libpt_"):]
-        for case_name, logits, lengths, want in data:
+                                  ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+        for team_min, (case_name, logits, lengths, want) in [(t, d) for t in TEAM_MINS for d in data]:
+            name = lib_path.stem[len("libpt_"):] + ("" if team_min < 0 else f"@{team_min}")
             rows, stride = logits.shape
             ws = torch.zeros(lib.pt_workspace_bytes(rows, stride), dtype=torch.uint8, device="cuda")
             out = torch.empty((rows, K), dtype=torch.int32, device="cuda")
 
             def launch():
                 rc = lib.pt_launch(logits.data_ptr(), logits.stride(0), rows, stride, lengths.data_ptr(), K,
-                                   out.data_ptr(), ws.data_ptr(), rows, stride, torch.cuda.current_stream().cuda_stream)
+                                   out.data_ptr(), ws.data_ptr(), team_min, torch.cuda.current_stream().cuda_stream)
                 assert rc == 0, rc
 
             one, two = capture_graph(launch), capture_graph(lambda: (launch(), launch()))
