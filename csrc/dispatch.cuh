@@ -159,16 +159,19 @@ __device__ __forceinline__ void select_row_in_shared(const Params& p, int r, Tea
   const TeamSlices slices = TeamSlices::of(w.n, team.size, Policy::kSliceAlign);
   const int first = slices.first(team.rank), length = slices.length(team.rank, w.n);
   team.reclaim();  // the team has read this CTA's histogram and counts of the previous row
+  PERSISTENT_TOPK_STAMP(1);
   Select::zero_histogram(ts);
   __syncthreads();
   load_row<kThreads, T>(sink.row + first, length, keys, ts);
   __syncthreads();
+  PERSISTENT_TOPK_STAMP(2);
   const int spare = spare_offset(length);
   select_in_shared<kThreads, T>(length, w.n, m, keys, ts, ColumnOf{first}, sink, keys + spare,
                                 Policy::kSmemKeys - spare, team);
   if (p.by_value) team.publish();  // the whole answer is in out before one CTA sorts it
   if (team.rank == 0) pad_and_sort<T>(p, sink, m, keys);
   __syncthreads();  // keys and ts are free for the next row
+  PERSISTENT_TOPK_STAMP(9);
 }
 
 template <typename T>
@@ -191,6 +194,7 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
   // the queue hands out rows gridDim.x and up. The queue resets itself: every CTA whose first row
   // exists claims one row past each row it visits, so a launch makes exactly `rows` claims, and the
   // CTA whose claim is the last one (claim == rows - 1) knows nothing touches the counter again.
+  PERSISTENT_TOPK_STAMP(0);
   const int clusters = static_cast<int>(gridDim.x) / Policy::kClusterSize;
   const int lane = threadIdx.x % 32;
   bool team_phase = p.stride > p.team_min_length;  // else no row can be a team row
@@ -219,6 +223,7 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
           continue;
         }
         team.reclaim();  // nobody reads this CTA's shared memory any more: free for solo rows
+        PERSISTENT_TOPK_STAMP(10);
         team = Team::solo();
         team_phase = false;
         continue;
@@ -227,7 +232,10 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
       team_rows_left &= team_rows_left - 1u;
     } else {
       if (threadIdx.x == 0 && claim == rows - 1) p.queue[0] = 0u;
-      if (item >= rows) break;
+      if (item >= rows) {
+        PERSISTENT_TOPK_STAMP(11);
+        break;
+      }
       // Claim the next row now; the answer is first read at the end of this row, so its round trip
       // overlaps this row's work.
       if (threadIdx.x == 0) claim = atomicAdd(&p.queue[0], 1u);

@@ -6,6 +6,7 @@
 
 #include "block_select.cuh"
 #include "keys.cuh"
+#include "stamps.cuh"
 #include "topk_small.cuh"
 
 namespace persistent_topk {
@@ -185,7 +186,9 @@ __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const 
     return;
   }
   team.publish();  // every CTA's first-digit histogram is complete
+  PERSISTENT_TOPK_STAMP(3);
   Select::find_digit(ts, m, team);
+  PERSISTENT_TOPK_STAMP(4);
   const uint32_t digit = ts.digit, above = ts.count_above, at = ts.count_at;
   Threshold t{digit << Select::kFirstShift, Select::kDigitBits, m - static_cast<int>(above),
               at == static_cast<uint32_t>(m) - above};
@@ -198,6 +201,7 @@ __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const 
   const int count = Select::emit_shared_uncut(ts, keys, n, ColumnOf{0},
                                               Threshold{t.prefix, t.bits, 0, true}, PositionSink{spare}, local,
                                               capacity);
+  PERSISTENT_TOPK_STAMP(5);
   const KeyList list{keys, count <= capacity ? spare : nullptr, count <= capacity ? count : n, column_of};
   const int next_width = min(Select::kDigitBits, kBits - t.bits);
   auto recount = [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
@@ -208,8 +212,11 @@ __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const 
   __syncthreads();
   recount(t, 32 - t.bits - next_width, (1u << next_width) - 1u);
   team.publish();
+  PERSISTENT_TOPK_STAMP(6);
   t = Select::refine(ts, t, kBits, team, recount);
+  PERSISTENT_TOPK_STAMP(7);
   Select::emit(ts, list.length, list, KeyListColumn{&list}, t, sink, team);
+  PERSISTENT_TOPK_STAMP(8);
 }
 
 }  // namespace persistent_topk

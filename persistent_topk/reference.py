@@ -105,13 +105,19 @@ def select_rows(
 
 
 def gather_values(logits: torch.Tensor, starts: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """The selected logits, same order as indices; -inf where the index is -1 padding."""
+    """The selected logits, same order as indices; -inf where the index is -1 padding.
+
+    Gathered as raw bits: values are the input's bits exactly, NaN payloads and signs included (CPU
+    torch's gather and where on 16-bit floats may rewrite NaN bits, which the GPU kernel never does).
+    """
     stride = logits.shape[1]
+    bits_dtype = torch.int32 if logits.element_size() == 4 else torch.int16
+    minus_inf = torch.tensor(float("-inf"), dtype=logits.dtype).view(bits_dtype).to(logits.device)
     if stride == 0:
-        return torch.full(indices.shape, float("-inf"), dtype=logits.dtype, device=logits.device)
+        return minus_inf.expand(indices.shape).clone().view(logits.dtype)
     columns = (indices + starts[:, None]).clamp(0, stride - 1)
-    values = logits.gather(1, columns)
-    return torch.where(indices >= 0, values, torch.full_like(values, float("-inf")))
+    bits = logits.view(bits_dtype).gather(1, columns)
+    return torch.where(indices >= 0, bits, minus_inf).view(logits.dtype)
 
 
 def page_table_transform(indices: torch.Tensor, page_table: torch.Tensor, page_size: int) -> torch.Tensor:

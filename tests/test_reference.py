@@ -108,3 +108,21 @@ def test_row_strided_view_and_k_larger_than_stride(gen):
     got = pt.top_k_per_row(view, lengths, 700)
     np.testing.assert_array_equal(got.numpy(), brute_force(view, torch.zeros(6), lengths, 700))
     assert (got[:, 500:] == -1).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_values_keep_the_bits_of_nans(dtype, gen):
+    """values are the selected logits' exact bits: NaN payloads and signs survive (CPU torch's gather
+    on 16-bit floats rewrites them, so the oracle must not use it on floats)."""
+    bits_dtype = torch.int32 if dtype == torch.float32 else torch.int16
+    nan_bits = [0x7FC00001, -0x00400001, 0x7FC00000] if dtype == torch.float32 else \
+        ([0x7F84, -1, 0x7FC0] if dtype == torch.bfloat16 else [0x7E01, -1, 0x7E00])
+    rows, stride, k = 3, 300, 64
+    logits = torch.randn((rows, stride), generator=gen).to(dtype)
+    raw = logits.view(bits_dtype)
+    for j, b in enumerate(nan_bits):
+        raw[:, 10 * j::37] = b
+    indices, values = reference.reference_topk(logits, torch.tensor([300, 200, 50]), k)
+    want = raw.gather(1, indices.clamp(min=0).long())
+    got = values.view(bits_dtype)
+    assert torch.equal(got[indices >= 0], want[indices >= 0])

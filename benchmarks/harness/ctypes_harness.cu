@@ -34,3 +34,21 @@ extern "C" int pt_launch(const float* logits, int64_t row_pitch, int rows, int s
                                                                  team_min_length);
   return static_cast<int>(status != cudaSuccess ? status : cudaGetLastError());
 }
+
+// Phase timestamps of the first CTAs (csrc/stamps.cuh), when built with -DPERSISTENT_TOPK_STAMPS.
+extern "C" int pt_stamps(long long* host, int count) {
+#ifdef PERSISTENT_TOPK_STAMPS
+  const int all = kStampCtas * kStampSlots;
+  return static_cast<int>(cudaMemcpyFromSymbol(host, stamps, sizeof(long long) * (count < all ? count : all)));
+#else
+  return -1;
+#endif
+}
+
+extern "C" int pt_resident(int* ctas, int* clusters) {
+  ResidentLimits limits{};
+  const cudaError_t status = resident_limits<float>(&limits);
+  *ctas = limits.ctas;
+  *clusters = limits.clusters;
+  return static_cast<int>(status);
+}

@@ -25,7 +25,21 @@ REPS = 40
 TEAM_MINS = [int(t) for t in os.environ.get("PT_TEAM_MIN", "-1").split(",")]
 
 
+def print_stamps(lib, graph):
+    """Phase durations (cycles) of the first CTAs' latest row, from csrc/stamps.cuh's slots."""
+    stamps = (ctypes.c_longlong * 256)()
+    graph.replay()
+    torch.cuda.synchronize()
+    if lib.pt_stamps(stamps, 256) != 0:
+        return
+    for cta in range(8):
+        row = [stamps[cta * 16 + s] for s in range(16)]
+        base = row[0]
+        print(f"    cta {cta}: " + " ".join(f"{s}:{(v - base) if v >= base else -1}" for s, v in enumerate(row) if v))
+
+
 def main():
+    ctas, clusters = ctypes.c_int(), ctypes.c_int()
     libdir = Path(sys.argv[1])
     wanted = sys.argv[2:]
     cases = [c for c in suite.cases() if not wanted or any(w in c["name"] for w in wanted)]
@@ -40,6 +54,8 @@ def main():
     print(f"{'variant':14s} {'case':26s} {'flush':>8s} {'noflush':>8s} {'2x':>8s}  exact")
     for lib_path in sorted(libdir.glob("libpt_*.so")):
         lib = ctypes.CDLL(str(lib_path))
+        if hasattr(lib, "pt_resident") and lib.pt_resident(ctypes.byref(ctas), ctypes.byref(clusters)) == 0:
+            print(f"{lib_path.stem}: resident {ctas.value} CTAs, {clusters.value} clusters")
         lib.pt_workspace_bytes.restype = ctypes.c_int64
         lib.pt_workspace_bytes.argtypes = [ctypes.c_int64, ctypes.c_int64]
         lib.pt_launch.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
@@ -62,6 +78,8 @@ def main():
             print(f"{name:14s} {case_name:26s} {time_graph_us(one, REPS, FLUSH):8.2f} "
                   f"{time_graph_us(one, REPS, None):8.2f} {time_graph_us(two, REPS, FLUSH):8.2f}  "
                   f"{exact}", flush=True)
+            if os.environ.get("PT_STAMPS"):
+                print_stamps(lib, one)
 
 
 if __name__ == "__main__":
