@@ -39,6 +39,7 @@ struct BlockSelect {
     uint32_t warp_at[kWarps];
     uint32_t digit, count_above, count_at;
     uint2 team_counts;  // this CTA's (above, at) for the team's emission offsets
+    alignas(8) uint32_t group_count[kBins / 32];  // a team's histogram summary (publish_histogram)
   };
 
   __device__ __forceinline__ static void zero_histogram(TempStorage& ts) {
@@ -60,26 +61,91 @@ struct BlockSelect {
     }
   }
 
-  // The digit whose bin holds the need-th largest key of the team's histogram (ts.hist of every CTA of
-  // the team, published). Bins are walked from the top: warp w owns kBinsPerWarp consecutive bins
-  // (lane 0 the highest four, read with one 16-byte load per CTA of the team), a warp scan gives each
-  // lane the count above its bins within the warp, and the warps' totals the count above each warp.
-  // Exactly one lane sees the running count cross `need`.
-  static constexpr int kBinsPerWarp = kBins / kWarps;
-  static constexpr int kBinsPerLane = kBinsPerWarp / 32;
-  static_assert(kBinsPerLane == 4 && kWarps <= 32, "find_digit reads four bins per lane, one total per warp");
+  // A team searches its histograms in two levels, so that little crosses distributed shared memory
+  // (every CTA reading all of the others' 2048 bins cost ~3.5 us per digit): 64 groups of 32 bins,
+  // summed by each CTA before it publishes, then the 32 bins of the one group that holds the need-th
+  // key. One warp does both.
+  static constexpr int kGroupBins = 32;
+  static constexpr int kGroups = kBins / kGroupBins;
+  static_assert(kGroups == 64 && kThreads * 4 == kBins, "two groups per lane; four bins per thread");
+
+  // This CTA's histogram (ts.hist, counted) is complete: summarize it for a team and publish it.
+  __device__ __forceinline__ static void publish_histogram(TempStorage& ts, Team& team) {
+    if (team.size > 1) {
+      __syncthreads();
+      const uint4 c = *reinterpret_cast<const uint4*>(&ts.hist[4 * threadIdx.x]);
+      uint32_t sum = c.x + c.y + c.z + c.w;
+#pragma unroll
+      for (int offset = 1; offset < kGroupBins / 4; offset <<= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, offset);
+      if (threadIdx.x % (kGroupBins / 4) == 0) ts.group_count[threadIdx.x / (kGroupBins / 4)] = sum;
+    }
+    team.publish();
+  }
+
+  // The digit whose bin holds the need-th largest key of the team's histogram (ts.hist of every CTA
+  // of the team, published), into ts.digit / count_above (keys in higher bins) / count_at.
   __device__ static void find_digit(TempStorage& ts, int need, Team& team) {
+    if (team.size == 1) {
+      find_digit_local(ts, need);
+      return;
+    }
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int lowest = kBins - (warp + 1) * kBinsPerWarp + kBinsPerWarp - (lane + 1) * kBinsPerLane;
-    const uint4 c = team.sum_bins(ts.hist, lowest);
-    const uint32_t mine = c.x + c.y + c.z + c.w;
+    if (warp == 0) {
+      // Groups from the top: lane l holds groups 63 - 2l (upper) and 62 - 2l, summed over the team.
+      const uint2 groups = team.sum_pairs(ts.group_count + (kGroups - 2 - 2 * lane));
+      const uint32_t pair = groups.x + groups.y;
+      const uint32_t before = exclusive_from_top(pair, lane);
+      uint32_t group = 0, above = 0;
+      const bool upper = before < static_cast<uint32_t>(need) && before + groups.y >= static_cast<uint32_t>(need);
+      const bool lower = !upper && before + pair >= static_cast<uint32_t>(need) && before < static_cast<uint32_t>(need);
+      if (upper) {
+        group = kGroups - 1 - 2 * lane;
+        above = before;
+      } else if (lower) {
+        group = kGroups - 2 - 2 * lane;
+        above = before + groups.y;
+      }
+      const int owner = __ffs(__ballot_sync(0xFFFFFFFFu, upper || lower)) - 1;
+      group = __shfl_sync(0xFFFFFFFFu, group, owner);
+      above = __shfl_sync(0xFFFFFFFFu, above, owner);
+      // Bins of that group from the top: lane l holds bin group * 32 + 31 - l.
+      const uint32_t bin = group * kGroupBins + kGroupBins - 1 - lane;
+      const uint32_t count = team.sum_words(ts.hist + bin);
+      const uint32_t running = above + exclusive_from_top(count, lane);
+      if (running < static_cast<uint32_t>(need) && running + count >= static_cast<uint32_t>(need)) {
+        ts.digit = bin;
+        ts.count_above = running;
+        ts.count_at = count;
+      }
+    }
     team.release_reads();
-    uint32_t inclusive = mine;
+    __syncthreads();
+  }
+
+  // Sum of `value` over the lanes below this one (lane 0 is the top of the order).
+  __device__ __forceinline__ static uint32_t exclusive_from_top(uint32_t value, int lane) {
+    uint32_t inclusive = value;
 #pragma unroll
     for (int offset = 1; offset < 32; offset <<= 1) {
       const uint32_t other = __shfl_up_sync(0xFFFFFFFFu, inclusive, offset);
       if (lane >= offset) inclusive += other;
     }
+    return inclusive - value;
+  }
+
+  // find_digit() over this CTA's own histogram. Bins are walked from the top: warp w owns
+  // kBinsPerWarp consecutive bins (lane 0 the highest four, read with one 16-byte load), a warp scan
+  // gives each lane the count above its bins within the warp, and the warps' totals the count above
+  // each warp. Exactly one lane sees the running count cross `need`.
+  static constexpr int kBinsPerWarp = kBins / kWarps;
+  static constexpr int kBinsPerLane = kBinsPerWarp / 32;
+  static_assert(kBinsPerLane == 4 && kWarps <= 32, "find_digit reads four bins per lane, one total per warp");
+  __device__ static void find_digit_local(TempStorage& ts, int need) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int lowest = kBins - (warp + 1) * kBinsPerWarp + kBinsPerWarp - (lane + 1) * kBinsPerLane;
+    const uint4 c = *reinterpret_cast<const uint4*>(&ts.hist[lowest]);
+    const uint32_t mine = c.x + c.y + c.z + c.w;
+    const uint32_t inclusive = exclusive_from_top(mine, lane) + mine;
     if (lane == 31) ts.warp_above[warp] = inclusive;
     __syncthreads();
     uint32_t above_warp = lane < warp ? ts.warp_above[lane] : 0u;
@@ -123,7 +189,7 @@ struct BlockSelect {
       __syncthreads();
       const int next_width = min(kDigitBits, significant_bits - t.bits);
       recount(t, 32 - t.bits - next_width, (1u << next_width) - 1u);
-      team.publish();
+      publish_histogram(ts, team);
     }
     __syncthreads();  // ts.digit/count_* may be reused by the caller's next search
     return t;

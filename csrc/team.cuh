@@ -51,22 +51,28 @@ struct Team {
     reading_released = false;
   }
 
-  // Sum over the team of the four histogram bins at `hist + first` (16-byte aligned) of each CTA.
-  __device__ __forceinline__ uint4 sum_bins(const uint32_t* hist, int first) const {
-    const uint4* local = reinterpret_cast<const uint4*>(hist + first);
-    if (size == 1) return *local;
-    uint4 c[kMaxSize];
+  // Sum over the team of one shared-memory word / 8-byte pair at the same place in every CTA.
+  __device__ __forceinline__ uint32_t sum_words(const uint32_t* local) const {
+    uint32_t c[kMaxSize];
+#pragma unroll
+    for (int r = 0; r < kMaxSize; ++r) c[r] = r < size ? *cooperative_groups::this_cluster().map_shared_rank(local, r) : 0u;
+    uint32_t sum = 0;
+#pragma unroll
+    for (int r = 0; r < kMaxSize; ++r) sum += c[r];
+    return sum;
+  }
+  __device__ __forceinline__ uint2 sum_pairs(const uint32_t* local) const {
+    const uint2* pair = reinterpret_cast<const uint2*>(local);
+    uint2 c[kMaxSize];
 #pragma unroll
     for (int r = 0; r < kMaxSize; ++r) {
-      c[r] = r < size ? *cooperative_groups::this_cluster().map_shared_rank(local, r) : make_uint4(0, 0, 0, 0);
+      c[r] = r < size ? *cooperative_groups::this_cluster().map_shared_rank(pair, r) : make_uint2(0, 0);
     }
-    uint4 sum = c[0];
+    uint2 sum = make_uint2(0, 0);
 #pragma unroll
-    for (int r = 1; r < kMaxSize; ++r) {
+    for (int r = 0; r < kMaxSize; ++r) {
       sum.x += c[r].x;
       sum.y += c[r].y;
-      sum.z += c[r].z;
-      sum.w += c[r].w;
     }
     return sum;
   }

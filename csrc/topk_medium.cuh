@@ -185,7 +185,7 @@ __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const 
     Select::emit_shared_uncut(ts, keys, n, column_of, Threshold{0u, 0, m, true}, sink, team);
     return;
   }
-  team.publish();  // every CTA's first-digit histogram is complete
+  Select::publish_histogram(ts, team);  // every CTA's first-digit histogram is complete
   PERSISTENT_TOPK_STAMP(3);
   Select::find_digit(ts, m, team);
   PERSISTENT_TOPK_STAMP(4);
@@ -211,7 +211,7 @@ __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const 
   Select::zero_histogram(ts);
   __syncthreads();
   recount(t, 32 - t.bits - next_width, (1u << next_width) - 1u);
-  team.publish();
+  Select::publish_histogram(ts, team);
   PERSISTENT_TOPK_STAMP(6);
   t = Select::refine(ts, t, kBits, team, recount);
   PERSISTENT_TOPK_STAMP(7);
