@@ -32,11 +32,15 @@ struct Policy {
   // Rows up to this long may be selected by one CTA alone: 16K leaves 8K words behind the row for its
   // compacted keys (about k plus one histogram bin).
   static constexpr int kSoloMaxKeys = 16384;
-  // CTAs per thread-block cluster, i.e. per team row: 8 is the portable cluster size, so the launch
-  // works on every Hopper part; a team covers rows up to 8 x kSmemKeys = 192K columns in shared memory.
-  static constexpr int kClusterSize = 8;
-  // When a batch has no more rows than the grid has clusters, most clusters would idle: every row
-  // longer than this is then selected by a whole team, which cuts its latency by the cluster size.
+  // CTAs per thread-block cluster, i.e. per team row, chosen per launch from the shape (launch.cuh):
+  // batches with few rows take the largest team (a row's latency falls with its slices); batches
+  // with many rows the smallest team whose slices hold a row as long as the stride, so that as many
+  // long rows as possible run at once. 8 is the portable cluster size, so the launch works on every
+  // Hopper part; a team covers rows up to 8 x kSmemKeys = 192K columns in shared memory.
+  static constexpr int kMinClusterSize = 2;
+  static constexpr int kMaxClusterSize = 8;
+  // When a batch has no more rows than the grid has clusters of the largest size, most clusters
+  // would idle: every row longer than this is then selected by a whole team.
   static constexpr int kTeamMinFewRows = 4096;
   // Slices start at multiples of this many columns, so each starts 16-byte aligned whenever the row
   // does (16 covers 4-byte and 2-byte logits).
@@ -45,7 +49,7 @@ struct Policy {
   static constexpr int kMaxSortedK = 8192;
   static_assert(kMaxSortedK * 2 <= kSmemKeys, "the sorted selection fits the keys buffer");
   static_assert(kSoloMaxKeys <= kSmemKeys && kTeamMinFewRows <= kSoloMaxKeys, "a solo row fits the keys buffer");
-  static_assert(kClusterSize <= Team::kMaxSize, "team reads are unrolled for kMaxSize CTAs");
+  static_assert(kMaxClusterSize <= Team::kMaxSize, "team reads are unrolled for kMaxSize CTAs");
 };
 
 enum WindowMode : int { kWindowLengths = 0, kWindowDecode = 1, kWindowPrefill = 2 };
@@ -66,8 +70,10 @@ struct Params {
   int page_size;
   int32_t* out;
   void* values;  // null unless values are wanted
-  // Rows longer than this are team rows (plan_row); chosen on the host from the shape alone.
+  // Rows longer than this are team rows (plan_row), selected by teams of team_size CTAs (the
+  // launch's cluster size); both chosen on the host from the shape alone (launch.cuh).
   int team_min_length;
+  int team_size;
   // Workspace (WorkspaceLayout)
   uint32_t* queue;  // [0]: rows claimed beyond the grid's first row per CTA; 0 between launches
 };
@@ -104,18 +110,14 @@ enum class RowPath { kShort, kSolo, kTeam, kGlobal };
 //   solo:  one CTA, the row in its shared memory;
 //   team:  the CTAs of one cluster, one slice of the row in each one's shared memory;
 //   global: a slice would not fit shared memory; one CTA, passes over global memory.
-__host__ __device__ inline RowPath plan_row(int n, int k, bool by_value, int team_min_length) {
+__host__ __device__ inline RowPath plan_row(int n, int k, bool by_value, int team_min_length, int team_size) {
   if (n <= k && !by_value) return RowPath::kShort;
   if (n <= team_min_length) return RowPath::kSolo;
-  if (TeamSlices::of(n, Policy::kClusterSize, Policy::kSliceAlign).slice_len <= Policy::kSmemKeys) return RowPath::kTeam;
+  if (TeamSlices::of(n, team_size, Policy::kSliceAlign).slice_len <= Policy::kSmemKeys) return RowPath::kTeam;
   return RowPath::kGlobal;
 }
-
-// Rows longer than this are team rows: any row longer than a solo CTA can hold, and in batches with
-// no more rows than the grid has clusters (most clusters would idle otherwise) every row longer than
-// kTeamMinFewRows. A function of the shape and the grid, never of the lengths.
-__host__ __device__ inline int team_min_length(int64_t rows, int clusters) {
-  return rows <= clusters ? Policy::kTeamMinFewRows : Policy::kSoloMaxKeys;
+__device__ __forceinline__ RowPath plan_row(const Params& p, int n) {
+  return plan_row(n, p.k, p.by_value != 0, p.team_min_length, p.team_size);
 }
 
 // The workspace: the work queue's counter, nothing per row (team rows combine through distributed
@@ -195,11 +197,11 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
   // exists claims one row past each row it visits, so a launch makes exactly `rows` claims, and the
   // CTA whose claim is the last one (claim == rows - 1) knows nothing touches the counter again.
   PERSISTENT_TOPK_STAMP(0);
-  const int clusters = static_cast<int>(gridDim.x) / Policy::kClusterSize;
+  const int clusters = static_cast<int>(gridDim.x) / p.team_size;
   const int lane = threadIdx.x % 32;
   bool team_phase = p.stride > p.team_min_length;  // else no row can be a team row
-  Team team = team_phase ? Team::of_cluster(Policy::kClusterSize) : Team::solo();
-  int batch = static_cast<int>(blockIdx.x) / Policy::kClusterSize;  // team phase: first row of the 32 looked at
+  Team team = team_phase ? Team::of_cluster(p.team_size) : Team::solo();
+  int batch = static_cast<int>(blockIdx.x) / p.team_size;  // team phase: first row of the 32 looked at
   uint32_t team_rows_left = 0;  // of those, the team rows not yet selected (bit j: row batch + j * clusters)
   bool batch_read = false;
   const uint32_t rows = static_cast<uint32_t>(p.rows);
@@ -210,9 +212,7 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
     if (team_phase) {
       if (!batch_read && batch < p.rows) {
         const int candidate = batch + lane * clusters;
-        const bool team_row = candidate < p.rows &&
-                              plan_row(row_window(p, candidate).n, p.k, p.by_value != 0, p.team_min_length) ==
-                                  RowPath::kTeam;
+        const bool team_row = candidate < p.rows && plan_row(p, row_window(p, candidate).n) == RowPath::kTeam;
         team_rows_left = __ballot_sync(0xFFFFFFFFu, team_row);
         batch_read = true;
       }
@@ -243,7 +243,7 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
     }
 
     const RowWindow w = row_window(p, r);
-    const RowPath path = plan_row(w.n, p.k, p.by_value != 0, p.team_min_length);
+    const RowPath path = plan_row(p, w.n);
     if (path == (team_phase ? RowPath::kTeam : RowPath::kSolo)) {
       select_row_in_shared<T>(p, r, team, keys, select_storage);
     } else if (!team_phase && path == RowPath::kShort) {

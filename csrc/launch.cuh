@@ -13,14 +13,17 @@ constexpr size_t kDynamicSmemBytes = sizeof(uint32_t) * Policy::kSmemKeys;
 // How many CTAs / clusters of the persistent kernel are resident at once on a device: the most a grid
 // ever has. Depends only on the device and the kernel, so callers compute it once per device.
 struct ResidentLimits {
-  int ctas;      // plain launch
-  int clusters;  // cluster launch
+  static constexpr int kSizes = 3;  // cluster sizes 2, 4, 8
+  int ctas;                         // plain launch
+  int clusters[kSizes];             // cluster launch, by log2(cluster size) - 1
+  __host__ int clusters_of(int size) const { return clusters[size == 2 ? 0 : (size == 4 ? 1 : 2)]; }
 };
+static_assert(Policy::kMinClusterSize == 2 && Policy::kMaxClusterSize == 8, "ResidentLimits covers sizes 2, 4, 8");
 
 template <typename T>
-cudaLaunchConfig_t launch_config(int ctas, bool clustered, cudaStream_t stream, cudaLaunchAttribute* cluster_dims) {
+cudaLaunchConfig_t launch_config(int ctas, int cluster_size, cudaStream_t stream, cudaLaunchAttribute* cluster_dims) {
   cluster_dims->id = cudaLaunchAttributeClusterDimension;
-  cluster_dims->val.clusterDim.x = Policy::kClusterSize;
+  cluster_dims->val.clusterDim.x = static_cast<unsigned>(cluster_size);
   cluster_dims->val.clusterDim.y = 1;
   cluster_dims->val.clusterDim.z = 1;
   cudaLaunchConfig_t config = {};
@@ -29,7 +32,7 @@ cudaLaunchConfig_t launch_config(int ctas, bool clustered, cudaStream_t stream, 
   config.dynamicSmemBytes = kDynamicSmemBytes;
   config.stream = stream;
   config.attrs = cluster_dims;
-  config.numAttrs = clustered ? 1 : 0;
+  config.numAttrs = cluster_size > 1 ? 1 : 0;
   return config;
 }
 
@@ -45,31 +48,60 @@ cudaError_t resident_limits(ResidentLimits* limits) {
                                                            kDynamicSmemBytes);
   }
   limits->ctas = sms * per_sm;
-  if (status == cudaSuccess) {
+  for (int i = 0, size = Policy::kMinClusterSize; i < ResidentLimits::kSizes && status == cudaSuccess; ++i, size *= 2) {
     cudaLaunchAttribute cluster_dims;
-    const cudaLaunchConfig_t config = launch_config<T>(Policy::kClusterSize, true, nullptr, &cluster_dims);
-    status = cudaOccupancyMaxActiveClusters(&limits->clusters, persistent_topk_kernel<T>, &config);
+    const cudaLaunchConfig_t config = launch_config<T>(size, size, nullptr, &cluster_dims);
+    status = cudaOccupancyMaxActiveClusters(&limits->clusters[i], persistent_topk_kernel<T>, &config);
+    if (status == cudaSuccess && limits->clusters[i] < 1) status = cudaErrorInvalidConfiguration;
   }
-  if (status == cudaSuccess && (limits->ctas < 1 || limits->clusters < 1)) status = cudaErrorInvalidConfiguration;
+  if (status == cudaSuccess && limits->ctas < 1) status = cudaErrorInvalidConfiguration;
   return status;
 }
 
-// Launch for `p` (p.team_min_length is set here). A call whose shape admits team rows (stride above
-// the team threshold) launches min(resident clusters, rows) clusters; any other launches plain CTAs,
-// min(resident CTAs, rows) of them, spread by the hardware over all SMs. Shapes, never the lengths, so
-// a captured graph stays valid for any lengths; a larger grid would only start CTAs with nothing to do.
+// The launch's team policy, from the shape and the device only (never the lengths, so a captured
+// graph stays valid for any lengths):
+//  - few rows (no more than the largest clusters resident): rows longer than kTeamMinFewRows are team
+//    rows, selected by teams of the largest size;
+//  - many rows: rows longer than a solo CTA holds are team rows, and teams are as small as lets a row
+//    as long as the stride fit in shared memory, so that as many long rows as possible run at once.
+struct TeamPolicy {
+  int team_min_length;
+  int team_size;  // 1: no row can be a team row (plain launch)
+  __host__ static TeamPolicy of(int64_t rows, int64_t stride, const ResidentLimits& resident) {
+    if (rows <= resident.clusters_of(Policy::kMaxClusterSize)) {
+      const int team_size = stride > Policy::kTeamMinFewRows ? Policy::kMaxClusterSize : 1;
+      return TeamPolicy{Policy::kTeamMinFewRows, team_size};
+    }
+    if (stride <= Policy::kSoloMaxKeys) return TeamPolicy{Policy::kSoloMaxKeys, 1};
+    int team_size = Policy::kMinClusterSize;
+    while (team_size < Policy::kMaxClusterSize && static_cast<int64_t>(team_size) * Policy::kSmemKeys < stride) {
+      team_size *= 2;
+    }
+    return TeamPolicy{Policy::kSoloMaxKeys, team_size};
+  }
+};
+
+// Launch for `p` (p.team_min_length and p.team_size are set here): min(resident clusters, rows)
+// clusters when rows can be team rows, else min(resident CTAs, rows) plain CTAs, spread by the
+// hardware over all SMs; a larger grid would only start CTAs with nothing to do.
 // `forced_team_min_length` >= 0 overrides the policy's threshold (the ctypes harness times the paths).
 template <typename T>
 cudaError_t launch_persistent_topk(Params p, const ResidentLimits& resident, cudaStream_t stream,
                                    int forced_team_min_length = -1) {
-  p.team_min_length =
-      forced_team_min_length >= 0 ? forced_team_min_length : team_min_length(p.rows, resident.clusters);
-  const bool clustered = p.stride > p.team_min_length;
-  const int64_t most = clustered ? resident.clusters : resident.ctas;
+  TeamPolicy policy = TeamPolicy::of(p.rows, p.stride, resident);
+  if (forced_team_min_length >= 0) {
+    policy.team_min_length = forced_team_min_length;
+    if (policy.team_size == 1 && p.stride > forced_team_min_length) policy.team_size = Policy::kMaxClusterSize;
+  }
+  p.team_min_length = policy.team_min_length;
+  p.team_size = policy.team_size;
+  const bool clustered = policy.team_size > 1 && p.stride > policy.team_min_length;
+  if (!clustered) p.team_size = 1;
+  const int64_t most = clustered ? resident.clusters_of(policy.team_size) : resident.ctas;
   const int units = static_cast<int>(p.rows < most ? p.rows : most);
   cudaLaunchAttribute cluster_dims;
   const cudaLaunchConfig_t config =
-      launch_config<T>(clustered ? units * Policy::kClusterSize : units, clustered, stream, &cluster_dims);
+      launch_config<T>(clustered ? units * p.team_size : units, p.team_size, stream, &cluster_dims);
   return cudaLaunchKernelEx(&config, persistent_topk_kernel<T>, p);
 }
 

@@ -44,7 +44,7 @@ int64_t launch_grid(const at::Tensor& logits) {
     case at::kBFloat16: limits = limits_for_device<__nv_bfloat16>(logits.get_device()); break;
     default: limits = limits_for_device<__half>(logits.get_device());
   }
-  return static_cast<int64_t>(limits.clusters) * Policy::kClusterSize;
+  return static_cast<int64_t>(limits.clusters_of(Policy::kMaxClusterSize)) * Policy::kMaxClusterSize;
 }
 
 // Python (persistent_topk/ops.py) has checked types, shapes and devices; this re-checks what a
@@ -131,6 +131,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("smem_keys") = persistent_topk::Policy::kSmemKeys;
   m.attr("solo_max_keys") = persistent_topk::Policy::kSoloMaxKeys;
   m.attr("team_min_few_rows") = persistent_topk::Policy::kTeamMinFewRows;
-  m.attr("cluster_size") = persistent_topk::Policy::kClusterSize;
+  m.attr("max_cluster_size") = persistent_topk::Policy::kMaxClusterSize;
   m.attr("threads") = persistent_topk::Policy::kThreads;
 }

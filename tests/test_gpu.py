@@ -54,7 +54,7 @@ def path_lengths(stride, k, g, rows):
     CTAs), global, and the edges between them, plus negatives and lengths past the stride."""
     kernels = pt._backend.require_cuda_kernels()
     few, solo, smem = kernels.team_min_few_rows, kernels.solo_max_keys, kernels.smem_keys
-    team_max = kernels.cluster_size * smem
+    team_max = kernels.max_cluster_size * smem
     edges = [0, -1, 1, k - 1, k, k + 1, few, few + 1, solo, solo + 1, smem - 1, smem + 1, 3 * solo + 5,
              team_max, team_max + 1, stride, stride + 100]
     edges = [e for e in edges if e <= stride + 100]
@@ -94,7 +94,7 @@ def test_k_values(k, by_value, gen):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_rows_longer_than_a_team_holds_take_the_global_path(k, dtype, gen):
     kernels = pt._backend.require_cuda_kernels()
-    team_max = kernels.cluster_size * kernels.smem_keys  # slices of longer rows overflow shared memory
+    team_max = kernels.max_cluster_size * kernels.smem_keys  # slices of longer rows overflow shared memory
     lengths = torch.tensor([team_max + 11, team_max, 262_144, k + 1, k, 5], dtype=I32)
     logits = make_logits("shared_high_bits", 6, 262_144, dtype, gen, lengths, device="cuda")
     check(logits, lengths, k, what="global path")

@@ -49,6 +49,6 @@ extern "C" int pt_resident(int* ctas, int* clusters) {
   ResidentLimits limits{};
   const cudaError_t status = resident_limits<float>(&limits);
   *ctas = limits.ctas;
-  *clusters = limits.clusters;
+  *clusters = limits.clusters_of(Policy::kMaxClusterSize);
   return static_cast<int>(status);
 }
