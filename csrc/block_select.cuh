@@ -36,6 +36,7 @@ struct BlockSelect {
   struct TempStorage {
     alignas(16) uint32_t hist[kBins];  // read 16 bytes at a time by find_digit
     uint32_t warp_above[kWarps];
+    uint32_t segment_count[kWarps];  // compact_by_warp: keys in each warp's segment
     uint32_t warp_at[kWarps];
     uint32_t digit, count_above, count_at;
     uint2 team_counts;  // this CTA's (above, at) for the team's emission offsets
@@ -43,22 +44,79 @@ struct BlockSelect {
   };
 
   __device__ __forceinline__ static void zero_histogram(TempStorage& ts) {
-    for (int b = threadIdx.x; b < kBins; b += kThreads) ts.hist[b] = 0;
+    static_assert(kThreads * 4 == kBins, "one 16-byte store per thread");
+    *reinterpret_cast<uint4*>(&ts.hist[4 * threadIdx.x]) = make_uint4(0, 0, 0, 0);
   }
 
   __device__ __forceinline__ static void count_first_digit(TempStorage& ts, uint32_t key) {
     atomicAdd(&ts.hist[key >> kFirstShift], 1u);
   }
 
-  // One histogram pass over the keys that match the decided prefix.
-  template <class KeyAt>
-  __device__ static void count_digits(TempStorage& ts, int n, const KeyAt& key_at, const Threshold& t, int shift,
-                                      uint32_t digit_mask) {
+  // A list of n keys cut into one contiguous span per warp (a multiple of 32 long): what every
+  // per-warp pass below walks unless the list says otherwise (KeyList's compacted segments).
+  struct EvenSpans {
+    int n;
+    __device__ __forceinline__ int2 operator()(int warp) const {
+      const int span = ((n + kWarps - 1) / kWarps + 31) & ~31;
+      const int lo = min(n, warp * span);
+      return make_int2(lo, min(n, lo + span));
+    }
+  };
+
+  // One histogram pass over the keys that match the decided prefix; warp w walks spans(w).
+  template <class Spans, class KeyAt>
+  __device__ static void count_digits(TempStorage& ts, const Spans& spans, const KeyAt& key_at, const Threshold& t,
+                                      int shift, uint32_t digit_mask) {
     const uint32_t mask = t.mask();
-    for (int i = threadIdx.x; i < n; i += kThreads) {
+    const int2 span = spans(static_cast<int>(threadIdx.x) / 32);
+    for (int i = span.x + static_cast<int>(threadIdx.x) % 32; i < span.y; i += 32) {
       const uint32_t key = key_at(i);
       if ((key & mask) == t.prefix) atomicAdd(&ts.hist[(key >> shift) & digit_mask], 1u);
     }
+  }
+
+  // Each warp writes the positions of the keys of its span of keys[0, n) that are at or above t (one
+  // predicate: top t.bits bits >= t.prefix) to its own segment of `positions` (segment_capacity words
+  // each), in index order, and their number to ts.segment_count[warp]. One pass: no block-wide count
+  // first, since every warp writes only its own segment. False if some warp's segment overflowed
+  // (then its segment is incomplete and must not be used).
+  __device__ static bool compact_by_warp(TempStorage& ts, const uint32_t* keys, int n, const Threshold& t,
+                                         uint32_t* positions, int segment_capacity) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int2 span = EvenSpans{n}(warp);
+    const uint32_t mask = t.mask(), lanes_below = (1u << lane) - 1u;
+    uint32_t* segment = positions + warp * segment_capacity;
+    uint32_t count = 0;
+    for (int base = span.x; base < span.y; base += 128) {  // four consecutive keys per lane
+      const int first = base + 4 * lane;
+      uint32_t k4[4];
+      if (first + 4 <= span.y) {
+        const uint4 v = *reinterpret_cast<const uint4*>(keys + first);
+        k4[0] = v.x; k4[1] = v.y; k4[2] = v.z; k4[3] = v.w;
+      } else {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) k4[j] = first + j < span.y ? keys[first + j] : 0u;
+      }
+      bool selected[4];
+      uint32_t lanes[4], before = 0;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        selected[j] = first + j < span.y && (k4[j] & mask) >= t.prefix;
+        lanes[j] = __ballot_sync(0xFFFFFFFFu, selected[j]);
+        before += __popc(lanes[j] & lanes_below);
+      }
+      uint32_t slot = count + before;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        if (selected[j]) {
+          if (slot < static_cast<uint32_t>(segment_capacity)) segment[slot] = static_cast<uint32_t>(first + j);
+          ++slot;
+        }
+        count += __popc(lanes[j]);
+      }
+    }
+    if (lane == 0) ts.segment_count[warp] = count;
+    return __syncthreads_or(count > static_cast<uint32_t>(segment_capacity)) == 0;
   }
 
   // A team searches its histograms in two levels, so that little crosses distributed shared memory
@@ -302,16 +360,17 @@ struct BlockSelect {
     return total;
   }
 
-  // Emit the selection in ascending index order: each warp owns a contiguous span of the list, counts
+  // Emit the selection in ascending index order: each warp owns a contiguous span of the list (in
+  // list order, warp after warp), counts
   // what it selects, learns how much the warps (and the team's CTAs) before it select, then walks its
   // span again writing sink.put(position, index_of(i), key). Positions are dense in [0, m). Cuts ties:
   // of the keys equal to the threshold, the first t.need of the team in index order are selected.
-  template <class KeyAt, class IndexOf, class Sink>
-  __device__ static void emit(TempStorage& ts, int n, const KeyAt& key_at, const IndexOf& index_of,
-                              const Threshold& t, Sink& sink, Team& team) {
+  template <class Spans, class KeyAt, class IndexOf, class Sink>
+  __device__ static void emit(TempStorage& ts, const Spans& spans, const KeyAt& key_at, const IndexOf& index_of,
+                              const Threshold& t, const Sink& sink, Team& team) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int span = ((n + kWarps - 1) / kWarps + 31) & ~31;
-    const int lo = min(n, warp * span), hi = min(n, lo + span);
+    const int2 span = spans(warp);
+    const int lo = span.x, hi = span.y;
     const uint32_t mask = t.mask();
 
     uint32_t above = 0, at = 0;

@@ -150,30 +150,93 @@ __device__ __forceinline__ void pad_and_sort(const Params& p, const Sink<T>& sin
 
 // Row r by this CTA's team: its slice into shared memory, then the team's selection (team.cuh). A
 // solo row is the one slice of a team of one.
-template <typename T>
+template <typename T, class OnLoadsIssued>
 __device__ __forceinline__ void select_row_in_shared(const Params& p, int r, Team& team, uint32_t* keys,
-                                                typename BlockSelect<Policy::kThreads>::TempStorage& ts) {
+                                                     typename BlockSelect<Policy::kThreads>::TempStorage& ts,
+                                                     const OnLoadsIssued& on_loads_issued) {
   constexpr int kThreads = Policy::kThreads;
   using Select = BlockSelect<kThreads>;
-  const RowWindow w = row_window(p, r);
-  const Sink<T> sink = row_sink<T>(p, r, w);
-  const int m = min(p.k, w.n);
-  const TeamSlices slices = TeamSlices::of(w.n, team.size, Policy::kSliceAlign);
-  const int first = slices.first(team.rank), length = slices.length(team.rank, w.n);
   team.reclaim();  // the team has read this CTA's histogram and counts of the previous row
-  PERSISTENT_TOPK_STAMP(1);
   Select::zero_histogram(ts);
+  const RowWindow w = row_window(p, r);
+  const TeamSlices slices = TeamSlices::of(w.n, team.size, Policy::kSliceAlign);
+  const int rank = team.rank();
+  const int first = slices.first(rank), length = slices.length(rank, w.n);
+  PERSISTENT_TOPK_STAMP(1);
   __syncthreads();
-  load_row<kThreads, T>(sink.row + first, length, keys, ts);
+  load_row<kThreads, T>(static_cast<const T*>(p.logits) + static_cast<int64_t>(r) * p.row_pitch + w.start + first,
+                        length, keys, ts, on_loads_issued);
   __syncthreads();
   PERSISTENT_TOPK_STAMP(2);
   const int spare = spare_offset(length);
-  select_in_shared<kThreads, T>(length, w.n, m, keys, ts, ColumnOf{first}, sink, keys + spare,
+  const int m = min(p.k, w.n);
+  const auto make_sink = [&]() { return row_sink<T>(p, r, w); };
+  select_in_shared<kThreads, T>(length, w.n, m, keys, ts, ColumnOf{first}, make_sink, keys + spare,
                                 Policy::kSmemKeys - spare, team);
   if (p.by_value) team.publish();  // the whole answer is in out before one CTA sorts it
-  if (team.rank == 0) pad_and_sort<T>(p, sink, m, keys);
+  if (team.rank() == 0) pad_and_sort<T>(p, row_sink<T>(p, r, w), m, keys);
   __syncthreads();  // keys and ts are free for the next row
   PERSISTENT_TOPK_STAMP(9);
+}
+
+// Where a CTA is in the work: uniform across the CTA, so it lives in shared memory (updated by warp
+// 0 between rows) and leaves every register to the selection code.
+struct WorkState {
+  enum Phase : int { kTeamRows = 0, kTeamRowsDone = 1, kSoloRows = 2, kDone = 3 };
+  int phase;
+  int row;                  // the row to select now
+  int batch;                // team phase: first of the 32 rows looked at (batch + j * clusters)
+  uint32_t team_rows_left;  // team phase: of those, the team rows not yet selected (bit j)
+  uint32_t item;            // solo phase: this CTA's current row
+  uint32_t claim;           // solo phase: the queue's answer to this CTA's latest claim
+};
+
+// Warp 0: the next row of this CTA into `state` (see the kernel for the order).
+__device__ __forceinline__ void next_row(const Params& p, WorkState& state) {
+  const int lane = threadIdx.x % 32;
+  const uint32_t rows = static_cast<uint32_t>(p.rows);
+  if (state.phase == WorkState::kTeamRows) {
+    const int clusters = static_cast<int>(gridDim.x) / p.team_size;
+    uint32_t left = state.team_rows_left;
+    int batch = state.batch;
+    while (left == 0u && batch < p.rows) {  // look at the next 32 rows of this cluster
+      const int candidate = batch + lane * clusters;
+      left = __ballot_sync(0xFFFFFFFFu,
+                           candidate < p.rows && plan_row(p, row_window(p, candidate).n) == RowPath::kTeam);
+      if (left == 0u) batch += 32 * clusters;
+    }
+    if (lane == 0) {
+      if (left == 0u) {
+        state.phase = WorkState::kTeamRowsDone;
+        state.batch = p.rows;
+      } else {
+        state.row = batch + (__ffs(left) - 1) * clusters;
+        left &= left - 1u;
+        state.batch = left == 0u ? batch + 32 * clusters : batch;
+      }
+      state.team_rows_left = left;
+    }
+    return;
+  }
+  if (lane != 0) return;
+  if (state.phase == WorkState::kTeamRowsDone) {
+    state.phase = WorkState::kSoloRows;
+  } else {  // the previous solo row is done: its claim names the next one
+    state.item = gridDim.x + state.claim;
+    if (state.claim == rows - 1) p.queue[0] = 0u;  // the launch's last claim: reset for the next launch
+  }
+  if (state.item >= rows) {
+    state.phase = WorkState::kDone;
+    return;
+  }
+  state.row = static_cast<int>(state.item);
+}
+
+// Thread 0 claims the row after this one, while the row's loads are in flight: the claim's round
+// trip hides behind them, and its answer goes straight to shared memory (not a register that lives
+// through the selection).
+__device__ __forceinline__ void claim_next_row(const Params& p, WorkState& state) {
+  if (threadIdx.x == 0) state.claim = atomicAdd(&p.queue[0], 1u);
 }
 
 template <typename T>
@@ -183,7 +246,7 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
   extern __shared__ uint4 dynamic_smem[];
   uint32_t* keys = reinterpret_cast<uint32_t*>(dynamic_smem);  // [Policy::kSmemKeys]
   __shared__ typename Select::TempStorage select_storage;
-  __shared__ uint32_t next_item;
+  __shared__ WorkState state;
 
   // Two phases, one loop (one copy of the selection code, which keeps it free of register spills).
   //
@@ -197,71 +260,46 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
   // exists claims one row past each row it visits, so a launch makes exactly `rows` claims, and the
   // CTA whose claim is the last one (claim == rows - 1) knows nothing touches the counter again.
   PERSISTENT_TOPK_STAMP(0);
-  const int clusters = static_cast<int>(gridDim.x) / p.team_size;
-  const int lane = threadIdx.x % 32;
-  bool team_phase = p.stride > p.team_min_length;  // else no row can be a team row
-  Team team = team_phase ? Team::of_cluster(p.team_size) : Team::solo();
-  int batch = static_cast<int>(blockIdx.x) / p.team_size;  // team phase: first row of the 32 looked at
-  uint32_t team_rows_left = 0;  // of those, the team rows not yet selected (bit j: row batch + j * clusters)
-  bool batch_read = false;
-  const uint32_t rows = static_cast<uint32_t>(p.rows);
-  uint32_t item = blockIdx.x;
-  uint32_t claim = ~0u;  // thread 0: the counter's answer to this CTA's latest claim
+  const bool team_rows_possible = p.stride > p.team_min_length;
+  Team team = team_rows_possible ? Team::of_cluster(p.team_size) : Team::solo();
+  if (threadIdx.x == 0) {
+    state.phase = team_rows_possible ? WorkState::kTeamRows : WorkState::kTeamRowsDone;
+    state.batch = static_cast<int>(blockIdx.x) / p.team_size;
+    state.team_rows_left = 0u;
+    state.item = blockIdx.x;
+  }
   for (;;) {
-    int r;
-    if (team_phase) {
-      if (!batch_read && batch < p.rows) {
-        const int candidate = batch + lane * clusters;
-        const bool team_row = candidate < p.rows && plan_row(p, row_window(p, candidate).n) == RowPath::kTeam;
-        team_rows_left = __ballot_sync(0xFFFFFFFFu, team_row);
-        batch_read = true;
-      }
-      if (team_rows_left == 0u) {
-        if (batch < p.rows) {  // next 32
-          batch += 32 * clusters;
-          batch_read = false;
-          continue;
-        }
-        team.reclaim();  // nobody reads this CTA's shared memory any more: free for solo rows
-        PERSISTENT_TOPK_STAMP(10);
-        team = Team::solo();
-        team_phase = false;
-        continue;
-      }
-      r = batch + (__ffs(team_rows_left) - 1) * clusters;
-      team_rows_left &= team_rows_left - 1u;
-    } else {
-      if (threadIdx.x == 0 && claim == rows - 1) p.queue[0] = 0u;
-      if (item >= rows) {
-        PERSISTENT_TOPK_STAMP(11);
-        break;
-      }
-      // Claim the next row now; the answer is first read at the end of this row, so its round trip
-      // overlaps this row's work.
-      if (threadIdx.x == 0) claim = atomicAdd(&p.queue[0], 1u);
-      r = static_cast<int>(item);
+    __syncthreads();  // the previous row's shared state is free; `state` is written
+    if (threadIdx.x < 32) next_row(p, state);
+    __syncthreads();
+    const int phase = state.phase, r = state.row;
+    if (phase == WorkState::kDone) break;
+    if (phase == WorkState::kTeamRowsDone) {
+      team.reclaim();  // nobody reads this CTA's shared memory any more: free for solo rows
+      PERSISTENT_TOPK_STAMP(10);
+      team = Team::solo();
+      continue;
     }
-
     const RowWindow w = row_window(p, r);
     const RowPath path = plan_row(p, w.n);
-    if (path == (team_phase ? RowPath::kTeam : RowPath::kSolo)) {
-      select_row_in_shared<T>(p, r, team, keys, select_storage);
-    } else if (!team_phase && path == RowPath::kShort) {
+    const bool solo_phase = phase == WorkState::kSoloRows;
+    if (path == (solo_phase ? RowPath::kSolo : RowPath::kTeam)) {
+      select_row_in_shared<T>(p, r, team, keys, select_storage, [&]() {
+        if (solo_phase) claim_next_row(p, state);
+      });
+      continue;
+    }
+    if (solo_phase) claim_next_row(p, state);  // short rows are quick, team rows done: nothing to hide behind
+    if (solo_phase && path == RowPath::kShort) {
       ShortRowAgent<kThreads, T>::run(w.n, p.k, row_sink<T>(p, r, w));  // complete: index order, padded
-    } else if (!team_phase && path == RowPath::kGlobal) {
+    } else if (solo_phase && path == RowPath::kGlobal) {
       const Sink<T> sink = row_sink<T>(p, r, w);
       const int m = min(p.k, w.n);
       select_in_global<kThreads, T>(sink.row, w.n, m, select_storage, sink);
       pad_and_sort<T>(p, sink, m, keys);
     }  // a team row in the solo phase: done by its team already
-
-    if (!team_phase) {
-      __syncthreads();  // this row's shared state is free for the next one
-      if (threadIdx.x == 0) next_item = gridDim.x + claim;
-      __syncthreads();
-      item = next_item;
-    }
   }
+  PERSISTENT_TOPK_STAMP(11);
 }
 
 }  // namespace persistent_topk

@@ -12,20 +12,42 @@
 
 namespace persistent_topk {
 
+// Distributed shared memory by 32-bit shared::cluster addresses, mapped where they are read: generic
+// 64-bit pointers from map_shared_rank() are loop-invariant, so the compiler hoisted one per CTA of
+// the team and object out of the kernel's loops and spilled them.
+__device__ __forceinline__ uint32_t cluster_address(const void* local, int rank) {
+  const uint32_t shared = static_cast<uint32_t>(__cvta_generic_to_shared(local));
+  uint32_t remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(shared), "r"(rank));
+  return remote;
+}
+__device__ __forceinline__ uint32_t load_cluster_u32(uint32_t address) {
+  uint32_t value;
+  asm volatile("ld.shared::cluster.u32 %0, [%1];" : "=r"(value) : "r"(address) : "memory");
+  return value;
+}
+__device__ __forceinline__ uint2 load_cluster_u32x2(uint32_t address) {
+  uint2 value;
+  asm volatile("ld.shared::cluster.v2.u32 {%0, %1}, [%2];" : "=r"(value.x), "=r"(value.y) : "r"(address) : "memory");
+  return value;
+}
+
 struct Team {
   // The largest team: remote reads are unrolled to this many CTAs so that they are all in flight at
   // once (a distributed shared memory round trip costs hundreds of cycles; one after another they
   // cost microseconds per exchange).
   static constexpr int kMaxSize = 8;
   int size;  // CTAs selecting this row: 1 (solo) or the cluster size
-  int rank;  // this CTA's slice: slices of lower rank hold lower columns
   // This CTA has said it finished reading the others' published state (barrier arrive) but has not
   // yet waited for the others to say the same; nothing published may be overwritten until it has.
   bool reading_released;
 
-  __device__ __forceinline__ static Team solo() { return Team{1, 0, false}; }
-  __device__ __forceinline__ static Team of_cluster(int size) {
-    return Team{size, static_cast<int>(cooperative_groups::this_cluster().block_rank()), false};
+  __device__ __forceinline__ static Team solo() { return Team{1, false}; }
+  __device__ __forceinline__ static Team of_cluster(int size) { return Team{size, false}; }
+  // This CTA's slice: slices of lower rank hold lower columns. Read from the hardware where needed
+  // rather than held in a register through the selection.
+  __device__ __forceinline__ int rank() const {
+    return size == 1 ? 0 : static_cast<int>(cooperative_groups::this_cluster().block_rank());
   }
 
   // Every CTA has written what it publishes (shared-memory histogram, counts) and may read the others'.
@@ -51,23 +73,20 @@ struct Team {
     reading_released = false;
   }
 
-  // Sum over the team of one shared-memory word / 8-byte pair at the same place in every CTA.
+  // Sum over the team of one shared-memory word / 8-byte-aligned pair at the same place in every CTA.
   __device__ __forceinline__ uint32_t sum_words(const uint32_t* local) const {
     uint32_t c[kMaxSize];
 #pragma unroll
-    for (int r = 0; r < kMaxSize; ++r) c[r] = r < size ? *cooperative_groups::this_cluster().map_shared_rank(local, r) : 0u;
+    for (int r = 0; r < kMaxSize; ++r) c[r] = r < size ? load_cluster_u32(cluster_address(local, r)) : 0u;
     uint32_t sum = 0;
 #pragma unroll
     for (int r = 0; r < kMaxSize; ++r) sum += c[r];
     return sum;
   }
   __device__ __forceinline__ uint2 sum_pairs(const uint32_t* local) const {
-    const uint2* pair = reinterpret_cast<const uint2*>(local);
     uint2 c[kMaxSize];
 #pragma unroll
-    for (int r = 0; r < kMaxSize; ++r) {
-      c[r] = r < size ? *cooperative_groups::this_cluster().map_shared_rank(pair, r) : make_uint2(0, 0);
-    }
+    for (int r = 0; r < kMaxSize; ++r) c[r] = r < size ? load_cluster_u32x2(cluster_address(local, r)) : make_uint2(0, 0);
     uint2 sum = make_uint2(0, 0);
 #pragma unroll
     for (int r = 0; r < kMaxSize; ++r) {
@@ -78,25 +97,22 @@ struct Team {
   }
 
   // (above, at) summed over the CTAs of lower rank, given this CTA's own; `slot` is shared memory
-  // that the team reads. Called by every thread of the CTA.
+  // that the team reads. Called by every thread of the CTA: in every warp, lane r reads rank r's
+  // slot if r is below this CTA's rank, and lanes 0..kMaxSize-1 are summed (one remote load per lane).
   __device__ __forceinline__ uint2 lower_ranks_total(uint2* slot, uint32_t above, uint32_t at) {
     if (size == 1) return make_uint2(0, 0);
     reclaim();
     if (threadIdx.x == 0) *slot = make_uint2(above, at);
     publish();
-    uint2 counts[kMaxSize];
-#pragma unroll
-    for (int r = 0; r < kMaxSize; ++r) {
-      counts[r] = r < rank ? *cooperative_groups::this_cluster().map_shared_rank(slot, r) : make_uint2(0, 0);
-    }
+    const int lane = threadIdx.x % 32;
+    uint2 before = lane < rank() ? load_cluster_u32x2(cluster_address(slot, lane)) : make_uint2(0, 0);
     release_reads();
-    uint2 before = counts[0];
 #pragma unroll
-    for (int r = 1; r < kMaxSize; ++r) {
-      before.x += counts[r].x;
-      before.y += counts[r].y;
+    for (int offset = 1; offset < kMaxSize; offset <<= 1) {
+      before.x += __shfl_xor_sync(0xFFFFFFFFu, before.x, offset);
+      before.y += __shfl_xor_sync(0xFFFFFFFFu, before.y, offset);
     }
-    return before;
+    return make_uint2(__shfl_sync(0xFFFFFFFFu, before.x, 0), __shfl_sync(0xFFFFFFFFu, before.y, 0));
   }
 };
 

@@ -15,13 +15,15 @@ template <int kThreads, typename T>
 struct SharedRowLoader {
   using Select = BlockSelect<kThreads>;
   static constexpr int kPerVector = 16 / sizeof(T);
-  // Four 16-byte loads in flight per thread before the first is used: enough bytes in flight per SM
-  // (2 CTAs x 512 threads x 64 B) to cover HBM latency at this SM's share of bandwidth.
-  static constexpr int kLoadsInFlight = 4;
+  // 16-byte loads in flight per thread before the first is used. One (8 logits) keeps the kernel
+  // within 64 registers (two or four spilled); 16-bit rows carry half the bytes per logit.
+  static constexpr int kLoadsInFlight = 1;
 
   // keys[0, n) <- keys of src[0, n); ts.hist must be zero and counts the first digit of all n.
+  // on_issued() runs once in every thread while its first loads are in flight.
+  template <class OnIssued>
   __device__ __forceinline__ static void load(const T* __restrict__ src, int n, uint32_t* keys,
-                                              typename Select::TempStorage& ts) {
+                                              typename Select::TempStorage& ts, const OnIssued& on_issued) {
     const uintptr_t address = reinterpret_cast<uintptr_t>(src);
     const int head = min(n, static_cast<int>(((16u - (address & 15u)) & 15u) / sizeof(T)));
     for (int i = threadIdx.x; i < head; i += kThreads) {
@@ -31,12 +33,17 @@ struct SharedRowLoader {
     const uint4* vectors = reinterpret_cast<const uint4*>(src + head);
     const int vector_count = (n - head) / kPerVector;
     const bool aligned_store = (head % 4) == 0;  // shared stores of 4 keys need a 16-byte boundary too
+    bool issued = false;
     for (int v0 = threadIdx.x; v0 < vector_count; v0 += kThreads * kLoadsInFlight) {
       uint4 loaded[kLoadsInFlight];
 #pragma unroll
       for (int u = 0; u < kLoadsInFlight; ++u) {
         const int v = v0 + u * kThreads;
         if (v < vector_count) loaded[u] = __ldg(vectors + v);
+      }
+      if (!issued) {
+        on_issued();
+        issued = true;
       }
 #pragma unroll
       for (int u = 0; u < kLoadsInFlight; ++u) {
@@ -58,6 +65,7 @@ struct SharedRowLoader {
         }
       }
     }
+    if (!issued) on_issued();
     for (int i = head + vector_count * kPerVector + threadIdx.x; i < n; i += kThreads) {
       keys[i] = to_key(src[i]);
       Select::count_first_digit(ts, keys[i]);
@@ -75,12 +83,15 @@ __device__ __forceinline__ void wait_async_copies() { asm volatile("cp.async.wai
 
 // 4-byte words (float32 logits, or keys already) -> keys[0, n), counting the first digit. A 16-byte
 // aligned source is copied asynchronously as raw words and converted in place; otherwise each word
-// goes through registers. `to_key_of(word)` converts one word.
-template <int kThreads, class ToKey>
+// goes through registers. `to_key_of(word)` converts one word; on_issued() runs once in every thread
+// while its loads are in flight.
+template <int kThreads, class ToKey, class OnIssued>
 __device__ __forceinline__ void load_words(const uint32_t* __restrict__ src, int n, uint32_t* keys,
-                                           typename BlockSelect<kThreads>::TempStorage& ts, const ToKey& to_key_of) {
+                                           typename BlockSelect<kThreads>::TempStorage& ts, const ToKey& to_key_of,
+                                           const OnIssued& on_issued) {
   using Select = BlockSelect<kThreads>;
   if ((reinterpret_cast<uintptr_t>(src) & 15u) != 0) {
+    on_issued();
     for (int i = threadIdx.x; i < n; i += kThreads) {
       const uint32_t key = to_key_of(__ldcg(src + i));
       keys[i] = key;
@@ -91,6 +102,7 @@ __device__ __forceinline__ void load_words(const uint32_t* __restrict__ src, int
   const int vector_count = n / 4;
   for (int v = threadIdx.x; v < vector_count; v += kThreads) copy_async_16(keys + 4 * v, src + 4 * v);
   for (int i = 4 * vector_count + threadIdx.x; i < n; i += kThreads) keys[i] = __ldcg(src + i);
+  on_issued();
   wait_async_copies();
   __syncthreads();
   uint4* vectors = reinterpret_cast<uint4*>(keys);
@@ -126,14 +138,16 @@ struct IdentityKey {
   __device__ __forceinline__ uint32_t operator()(uint32_t key) const { return key; }
 };
 
-// A row's (or chunk's) logits -> keys in shared memory, first digit counted (ts.hist must be zero).
-template <int kThreads, typename T>
+// A row's (or slice's) logits -> keys in shared memory, first digit counted (ts.hist must be zero).
+// on_issued() runs once in every thread while its loads are in flight (work that waits on memory
+// itself, such as the next row's claim, hides behind them).
+template <int kThreads, typename T, class OnIssued>
 __device__ __forceinline__ void load_row(const T* src, int n, uint32_t* keys,
-                                         typename BlockSelect<kThreads>::TempStorage& ts) {
+                                         typename BlockSelect<kThreads>::TempStorage& ts, const OnIssued& on_issued) {
   if constexpr (sizeof(T) == 4) {
-    load_words<kThreads>(reinterpret_cast<const uint32_t*>(src), n, keys, ts, Float32BitsToKey{});
+    load_words<kThreads>(reinterpret_cast<const uint32_t*>(src), n, keys, ts, Float32BitsToKey{}, on_issued);
   } else {
-    SharedRowLoader<kThreads, T>::load(src, n, keys, ts);
+    SharedRowLoader<kThreads, T>::load(src, n, keys, ts, on_issued);
   }
 }
 
@@ -144,45 +158,59 @@ struct ColumnOf {
 };
 
 // The keys one CTA selects from: all n keys of its row or slice in shared memory, or, once compacted,
-// the positions of those at or above the threshold bin. One type for both keeps one copy of the
-// refine and write-out code; the branch is uniform and predictable.
+// the positions of those at or above the threshold bin, one segment per warp (compact_by_warp). One
+// type for both keeps one copy of the refine and write-out code; the branch is uniform. Passed by
+// value everywhere (a small struct in registers, never in local memory).
+template <int kThreads>
 struct KeyList {
+  using Select = BlockSelect<kThreads>;
   const uint32_t* keys;
-  const uint32_t* positions;  // null: keys[0, length) themselves
-  int length;
-  ColumnOf column_of;
-  __device__ __forceinline__ int position(int j) const { return positions ? static_cast<int>(positions[j]) : j; }
-  __device__ __forceinline__ uint32_t operator()(int j) const { return keys[position(j)]; }
-  __device__ __forceinline__ int32_t column(int j) const { return column_of(position(j)); }
-};
-struct KeyListColumn {
-  const KeyList* list;
-  __device__ __forceinline__ int32_t operator()(int j) const { return list->column(j); }
-};
-struct PositionSink {
-  uint32_t* positions;
-  __device__ __forceinline__ void put(int slot, int32_t position, uint32_t /*key*/) const {
-    positions[slot] = static_cast<uint32_t>(position);
-  }
+  const uint32_t* positions;  // null: keys[0, n) themselves
+  int n;
+  int segment_capacity;       // positions: warp w's segment starts at w * segment_capacity
+  const uint32_t* segment_counts;  // positions: [warps] keys in each segment
+  int first_column;           // column of keys[0]
+
+  __device__ __forceinline__ int position(int i) const { return positions ? static_cast<int>(positions[i]) : i; }
+  struct Spans {  // the warp's span of list indices
+    KeyList list;
+    __device__ __forceinline__ int2 operator()(int warp) const {
+      if (list.positions == nullptr) return typename Select::EvenSpans{list.n}(warp);
+      const int lo = warp * list.segment_capacity;
+      return make_int2(lo, lo + static_cast<int>(list.segment_counts[warp]));
+    }
+  };
+  struct Keys {
+    KeyList list;
+    __device__ __forceinline__ uint32_t operator()(int i) const { return list.keys[list.position(i)]; }
+  };
+  struct Columns {
+    KeyList list;
+    __device__ __forceinline__ int32_t operator()(int i) const { return list.first_column + list.position(i); }
+  };
 };
 
 // The team's top m of its row (row_n keys in all) into `sink`, in index order. This CTA holds n of
 // them in shared memory (the whole row when the team is a solo CTA, else its slice), and ts.hist
 // counts their first digit. `spare` (capacity words) is free shared memory after the keys.
+// make_sink() builds the row's Sink<T> where the write-out needs it (its pointers then occupy no
+// registers during the passes).
 //
 // After the first digit, the keys above the threshold bin are selected and those below are out; only
 // the bin itself is undecided. Unless the whole bin is selected, each CTA compacts its keys at or above
-// the bin (about k plus one bin over the team), in index order, into `spare`, and every later pass and
-// the write-out run over that short list. If the list does not fit (adversarial input: most keys share
-// the bin), the passes run over all n keys instead: exactness never depends on a buffer's size.
-template <int kThreads, typename T>
+// the bin (about k plus one bin over the team) into `spare`, in index order (one segment per warp),
+// and every later pass and the write-out run over that short list. If a segment overflows
+// (adversarial input: most keys share the bin), the passes run over all n keys instead: exactness
+// never depends on a buffer's size.
+template <int kThreads, typename T, class MakeSink>
 __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const uint32_t* keys,
                                                  typename BlockSelect<kThreads>::TempStorage& ts, ColumnOf column_of,
-                                                 Sink<T> sink, uint32_t* spare, int capacity, Team& team) {
+                                                 const MakeSink& make_sink, uint32_t* spare, int capacity,
+                                                 Team& team) {
   using Select = BlockSelect<kThreads>;
   constexpr int kBits = KeyTraits<T>::kSignificantBits;
   if (m >= row_n) {  // every key: a zero-bit prefix they all share
-    Select::emit_shared_uncut(ts, keys, n, column_of, Threshold{0u, 0, m, true}, sink, team);
+    Select::emit_shared_uncut(ts, keys, n, column_of, Threshold{0u, 0, m, true}, make_sink(), team);
     return;
   }
   Select::publish_histogram(ts, team);  // every CTA's first-digit histogram is complete
@@ -194,18 +222,19 @@ __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const 
               at == static_cast<uint32_t>(m) - above};
   __syncthreads();  // ts.digit/count_* read by everyone
   if (t.all_at_selected) {
-    Select::emit_shared_uncut(ts, keys, n, column_of, t, sink, team);
+    Select::emit_shared_uncut(ts, keys, n, column_of, t, make_sink(), team);
     return;
   }
-  Team local = Team::solo();
-  const int count = Select::emit_shared_uncut(ts, keys, n, ColumnOf{0},
-                                              Threshold{t.prefix, t.bits, 0, true}, PositionSink{spare}, local,
-                                              capacity);
+  // Compact: warp w's keys at or above the bin into segment w of `spare`, in index order.
+  const int segment_capacity = capacity / Select::kWarps;
+  const bool compacted = Select::compact_by_warp(ts, keys, n, t, spare, segment_capacity);
   PERSISTENT_TOPK_STAMP(5);
-  const KeyList list{keys, count <= capacity ? spare : nullptr, count <= capacity ? count : n, column_of};
+  using List = KeyList<kThreads>;
+  const List list{keys, compacted ? spare : nullptr, n, segment_capacity, ts.segment_count, column_of.first};
+  const typename List::Keys key_at{list};
   const int next_width = min(Select::kDigitBits, kBits - t.bits);
   auto recount = [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
-    Select::count_digits(ts, list.length, list, prefix, shift, digit_mask);
+    Select::count_digits(ts, typename List::Spans{list}, key_at, prefix, shift, digit_mask);
   };
   team.reclaim();  // every CTA has read this CTA's first-digit histogram
   Select::zero_histogram(ts);
@@ -215,7 +244,7 @@ __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const 
   PERSISTENT_TOPK_STAMP(6);
   t = Select::refine(ts, t, kBits, team, recount);
   PERSISTENT_TOPK_STAMP(7);
-  Select::emit(ts, list.length, list, KeyListColumn{&list}, t, sink, team);
+  Select::emit(ts, typename List::Spans{list}, key_at, typename List::Columns{list}, t, make_sink(), team);
   PERSISTENT_TOPK_STAMP(8);
 }
 

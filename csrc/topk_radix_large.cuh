@@ -50,14 +50,14 @@ __device__ __noinline__ void select_in_global(const T* row, int n, int m,
   if (m < n) {
     Select::zero_histogram(ts);
     __syncthreads();
-    Select::count_digits(ts, n, key_at, t, Select::kFirstShift, Select::kBins - 1);
+    Select::count_digits(ts, typename Select::EvenSpans{n}, key_at, t, Select::kFirstShift, Select::kBins - 1);
     __syncthreads();
     t = Select::refine(ts, t, KeyTraits<T>::kSignificantBits, solo,
                        [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
-                         Select::count_digits(ts, n, key_at, prefix, shift, digit_mask);
+                         Select::count_digits(ts, typename Select::EvenSpans{n}, key_at, prefix, shift, digit_mask);
                        });
   }
-  Select::emit(ts, n, key_at, ColumnOf{0}, t, sink, solo);
+  Select::emit(ts, typename Select::EvenSpans{n}, key_at, ColumnOf{0}, t, sink, solo);
 }
 
 }  // namespace persistent_topk
