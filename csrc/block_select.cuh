@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "keys.cuh"
+#include "stamps.cuh"
 #include "team.cuh"
 
 namespace persistent_topk {
@@ -69,23 +70,26 @@ struct BlockSelect {
                                       int shift, uint32_t digit_mask) {
     const uint32_t mask = t.mask();
     const int2 span = spans(static_cast<int>(threadIdx.x) / 32);
+#pragma unroll 2
     for (int i = span.x + static_cast<int>(threadIdx.x) % 32; i < span.y; i += 32) {
       const uint32_t key = key_at(i);
       if ((key & mask) == t.prefix) atomicAdd(&ts.hist[(key >> shift) & digit_mask], 1u);
     }
   }
 
-  // Each warp writes the positions of the keys of its span of keys[0, n) that are at or above t (one
-  // predicate: top t.bits bits >= t.prefix) to its own segment of `positions` (segment_capacity words
-  // each), in index order, and their number to ts.segment_count[warp]. One pass: no block-wide count
-  // first, since every warp writes only its own segment. False if some warp's segment overflowed
-  // (then its segment is incomplete and must not be used).
+  // Each warp copies the keys of its span of keys[0, n) that are at or above t (one predicate: top
+  // t.bits bits >= t.prefix), with their positions, to its own segment of `compacted_keys` and
+  // `positions` (segment_capacity words each), in index order, and their number to
+  // ts.segment_count[warp]. One pass: no block-wide count first, since every warp writes only its own
+  // segment; later passes read the keys contiguously, without bank conflicts. False if some warp's
+  // segment overflowed (then its segment is incomplete and must not be used).
   __device__ static bool compact_by_warp(TempStorage& ts, const uint32_t* keys, int n, const Threshold& t,
-                                         uint32_t* positions, int segment_capacity) {
+                                         uint32_t* compacted_keys, uint32_t* positions, int segment_capacity) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int2 span = EvenSpans{n}(warp);
     const uint32_t mask = t.mask(), lanes_below = (1u << lane) - 1u;
-    uint32_t* segment = positions + warp * segment_capacity;
+    uint32_t* segment_keys = compacted_keys + warp * segment_capacity;
+    uint32_t* segment_positions = positions + warp * segment_capacity;
     uint32_t count = 0;
     for (int base = span.x; base < span.y; base += 128) {  // four consecutive keys per lane
       const int first = base + 4 * lane;
@@ -109,7 +113,10 @@ struct BlockSelect {
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         if (selected[j]) {
-          if (slot < static_cast<uint32_t>(segment_capacity)) segment[slot] = static_cast<uint32_t>(first + j);
+          if (slot < static_cast<uint32_t>(segment_capacity)) {
+            segment_keys[slot] = k4[j];
+            segment_positions[slot] = static_cast<uint32_t>(first + j);
+          }
           ++slot;
         }
         count += __popc(lanes[j]);
@@ -256,16 +263,17 @@ struct BlockSelect {
   // Sums of per-warp counts (already in ts.warp_above/warp_at) over the warps before this one, plus
   // what the team's CTAs of lower rank select: this warp's first output positions.
   __device__ __forceinline__ static uint2 offsets_before_warp(TempStorage& ts, Team& team) {
-    const int warp = threadIdx.x / 32;
-    uint32_t above_before = 0, at_before = 0, above_total = 0, at_total = 0;
-    for (int w = 0; w < kWarps; ++w) {
-      const uint32_t above = ts.warp_above[w], at = ts.warp_at[w];
-      if (w < warp) {
-        above_before += above;
-        at_before += at;
-      }
-      above_total += above;
-      at_total += at;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    static_assert(kWarps <= 32, "one lane per warp");
+    const uint32_t above = lane < kWarps ? ts.warp_above[lane] : 0u, at = lane < kWarps ? ts.warp_at[lane] : 0u;
+    uint32_t above_before = lane < warp ? above : 0u, at_before = lane < warp ? at : 0u;
+    uint32_t above_total = above, at_total = at;
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) {
+      above_before += __shfl_xor_sync(0xFFFFFFFFu, above_before, offset);
+      at_before += __shfl_xor_sync(0xFFFFFFFFu, at_before, offset);
+      above_total += __shfl_xor_sync(0xFFFFFFFFu, above_total, offset);
+      at_total += __shfl_xor_sync(0xFFFFFFFFu, at_total, offset);
     }
     const uint2 lower = team.lower_ranks_total(&ts.team_counts, above_total, at_total);
     return make_uint2(above_before + lower.x, at_before + lower.y);
@@ -374,6 +382,7 @@ struct BlockSelect {
     const uint32_t mask = t.mask();
 
     uint32_t above = 0, at = 0;
+#pragma unroll 2
     for (int i = lo + lane; i < hi; i += 32) {
       const uint32_t masked = key_at(i) & mask;
       above += masked > t.prefix;
@@ -388,11 +397,14 @@ struct BlockSelect {
       ts.warp_above[warp] = above;
       ts.warp_at[warp] = at;
     }
+    PERSISTENT_TOPK_STAMP(12);
     __syncthreads();
     const uint2 before = offsets_before_warp(ts, team);
+    PERSISTENT_TOPK_STAMP(13);
     uint32_t above_before = before.x, at_before = before.y;
     const uint32_t need = static_cast<uint32_t>(t.need);
     const uint32_t lanes_below = (1u << lane) - 1u;
+#pragma unroll 2
     for (int base = lo; base < hi; base += 32) {
       const int i = base + lane;
       uint32_t key = 0;
@@ -411,6 +423,7 @@ struct BlockSelect {
       above_before += __popc(above_lanes);
       at_before += __popc(at_lanes);
     }
+    PERSISTENT_TOPK_STAMP(14);
     __syncthreads();  // the sink's writes are visible to the whole block; ts.warp_* free for reuse
   }
 

@@ -131,21 +131,24 @@ struct WorkspaceLayout {
 __device__ __forceinline__ int spare_offset(int n) { return (n + 3) & ~3; }
 
 template <typename T>
-__device__ __forceinline__ Sink<T> row_sink(const Params& p, int r, const RowWindow& w) {
-  Sink<T> sink;
-  sink.out = p.out + static_cast<int64_t>(r) * p.k;
-  sink.values = p.values ? static_cast<T*>(p.values) + static_cast<int64_t>(r) * p.k : nullptr;
-  sink.row = static_cast<const T*>(p.logits) + static_cast<int64_t>(r) * p.row_pitch + w.start;
-  sink.page_table = p.page_table ? p.page_table + static_cast<int64_t>(r) * p.page_table_pitch : nullptr;
-  sink.page_size = p.page_size;
-  sink.raw = p.by_value != 0;
-  return sink;
+__device__ __forceinline__ RowOutput<T> row_output(const Params& p, int r, const RowWindow& w) {
+  RowOutput<T> output;
+  output.out = p.out + static_cast<int64_t>(r) * p.k;
+  output.values = p.values ? static_cast<T*>(p.values) + static_cast<int64_t>(r) * p.k : nullptr;
+  output.row = static_cast<const T*>(p.logits) + static_cast<int64_t>(r) * p.row_pitch + w.start;
+  output.page_table = p.page_table ? p.page_table + static_cast<int64_t>(r) * p.page_table_pitch : nullptr;
+  output.page_size = p.page_size;
+  output.by_value = p.by_value != 0;
+  return output;
 }
 
-template <typename T>
-__device__ __forceinline__ void pad_and_sort(const Params& p, const Sink<T>& sink, int m, uint32_t* keys) {
-  sink.template pad<Policy::kThreads>(m, p.k);
-  if (p.by_value) finish_sorted<Policy::kThreads, T>(m, sink, reinterpret_cast<uint64_t*>(keys));
+__device__ __forceinline__ IndexSink index_sink(const Params& p, int r) {
+  return IndexSink{p.out + static_cast<int64_t>(r) * p.k};
+}
+
+// Whether finishing a row reads what other CTAs of its team wrote (else rank 0 only pads).
+__device__ __forceinline__ bool finish_reads_output(const Params& p) {
+  return p.by_value != 0 || p.values != nullptr || p.page_table != nullptr;
 }
 
 // Row r by this CTA's team: its slice into shared memory, then the team's selection (team.cuh). A
@@ -170,11 +173,10 @@ __device__ __forceinline__ void select_row_in_shared(const Params& p, int r, Tea
   PERSISTENT_TOPK_STAMP(2);
   const int spare = spare_offset(length);
   const int m = min(p.k, w.n);
-  const auto make_sink = [&]() { return row_sink<T>(p, r, w); };
-  select_in_shared<kThreads, T>(length, w.n, m, keys, ts, ColumnOf{first}, make_sink, keys + spare,
+  select_in_shared<kThreads, T>(length, w.n, m, keys, ts, ColumnOf{first}, index_sink(p, r), keys + spare,
                                 Policy::kSmemKeys - spare, team);
-  if (p.by_value) team.publish();  // the whole answer is in out before one CTA sorts it
-  if (team.rank() == 0) pad_and_sort<T>(p, row_sink<T>(p, r, w), m, keys);
+  if (finish_reads_output(p)) team.publish();  // the whole answer is in out before one CTA finishes it
+  if (team.rank() == 0) finish_row<kThreads, T>(m, p.k, row_output<T>(p, r, w), reinterpret_cast<uint64_t*>(keys));
   __syncthreads();  // keys and ts are free for the next row
   PERSISTENT_TOPK_STAMP(9);
 }
@@ -290,14 +292,16 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
       continue;
     }
     if (solo_phase) claim_next_row(p, state);  // short rows are quick, team rows done: nothing to hide behind
-    if (solo_phase && path == RowPath::kShort) {
-      ShortRowAgent<kThreads, T>::run(w.n, p.k, row_sink<T>(p, r, w));  // complete: index order, padded
-    } else if (solo_phase && path == RowPath::kGlobal) {
-      const Sink<T> sink = row_sink<T>(p, r, w);
-      const int m = min(p.k, w.n);
-      select_in_global<kThreads, T>(sink.row, w.n, m, select_storage, sink);
-      pad_and_sort<T>(p, sink, m, keys);
-    }  // a team row in the solo phase: done by its team already
+    if (!solo_phase || (path != RowPath::kShort && path != RowPath::kGlobal)) continue;  // done by its team
+    const RowOutput<T> output = row_output<T>(p, r, w);
+    const int m = min(p.k, w.n);
+    if (path == RowPath::kShort) {
+      ShortRowAgent<kThreads>::run(w.n, index_sink(p, r));
+    } else {
+      select_in_global<kThreads, T>(output.row, w.n, m, select_storage, index_sink(p, r));
+    }
+    __syncthreads();  // out[0, m) is written
+    finish_row<kThreads, T>(m, p.k, output, reinterpret_cast<uint64_t*>(keys));
   }
   PERSISTENT_TOPK_STAMP(11);
 }

@@ -32,6 +32,18 @@ __device__ __forceinline__ uint2 load_cluster_u32x2(uint32_t address) {
   return value;
 }
 
+// Cluster barrier halves, called by every thread of the CTA in converged code (.aligned). A release
+// arrive compiles to a GPU-scope memory barrier (MEMBAR.ALL.GPU, which waits for every store in flight,
+// global ones included), so only publish() pays for one; an arrive that only says "my reads of the
+// others' shared memory are done" is relaxed: the values read are already in registers and used.
+__device__ __forceinline__ void cluster_arrive_release() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void cluster_arrive_relaxed() {
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory"); }
+
 struct Team {
   // The largest team: remote reads are unrolled to this many CTAs so that they are all in flight at
   // once (a distributed shared memory round trip costs hundreds of cycles; one after another they
@@ -58,18 +70,20 @@ struct Team {
       return;
     }
     reclaim();
-    cooperative_groups::this_cluster().sync();
+    cluster_arrive_release();
+    cluster_wait();
   }
   // This CTA's reads of the others' published state are complete (arrive now, wait in reclaim()).
+  // Call only after the values read have been used (the arrive is relaxed).
   __device__ __forceinline__ void release_reads() {
     if (size == 1) return;
-    __cluster_barrier_arrive();
+    cluster_arrive_relaxed();
     reading_released = true;
   }
   // Before overwriting anything published: every CTA has finished reading it.
   __device__ __forceinline__ void reclaim() {
     if (size == 1 || !reading_released) return;
-    __cluster_barrier_wait();
+    cluster_wait();
     reading_released = false;
   }
 
@@ -106,13 +120,14 @@ struct Team {
     publish();
     const int lane = threadIdx.x % 32;
     uint2 before = lane < rank() ? load_cluster_u32x2(cluster_address(slot, lane)) : make_uint2(0, 0);
-    release_reads();
 #pragma unroll
     for (int offset = 1; offset < kMaxSize; offset <<= 1) {
       before.x += __shfl_xor_sync(0xFFFFFFFFu, before.x, offset);
       before.y += __shfl_xor_sync(0xFFFFFFFFu, before.y, offset);
     }
-    return make_uint2(__shfl_sync(0xFFFFFFFFu, before.x, 0), __shfl_sync(0xFFFFFFFFu, before.y, 0));
+    before = make_uint2(__shfl_sync(0xFFFFFFFFu, before.x, 0), __shfl_sync(0xFFFFFFFFu, before.y, 0));
+    release_reads();  // after the loaded values are used: the loads have completed
+    return before;
   }
 };
 

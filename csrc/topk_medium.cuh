@@ -158,20 +158,19 @@ struct ColumnOf {
 };
 
 // The keys one CTA selects from: all n keys of its row or slice in shared memory, or, once compacted,
-// the positions of those at or above the threshold bin, one segment per warp (compact_by_warp). One
-// type for both keeps one copy of the refine and write-out code; the branch is uniform. Passed by
-// value everywhere (a small struct in registers, never in local memory).
+// copies of those at or above the threshold bin with their positions, one segment per warp
+// (compact_by_warp). One type for both keeps one copy of the refine and write-out code; the branch is
+// uniform. Passed by value everywhere (a small struct in registers, never in local memory).
 template <int kThreads>
 struct KeyList {
   using Select = BlockSelect<kThreads>;
-  const uint32_t* keys;
-  const uint32_t* positions;  // null: keys[0, n) themselves
+  const uint32_t* keys;       // the list's keys, contiguous within each warp's span
+  const uint32_t* positions;  // null: keys are the row's own keys[0, n); else each key's position
   int n;
   int segment_capacity;       // positions: warp w's segment starts at w * segment_capacity
   const uint32_t* segment_counts;  // positions: [warps] keys in each segment
-  int first_column;           // column of keys[0]
+  int first_column;           // column of the row's keys[0]
 
-  __device__ __forceinline__ int position(int i) const { return positions ? static_cast<int>(positions[i]) : i; }
   struct Spans {  // the warp's span of list indices
     KeyList list;
     __device__ __forceinline__ int2 operator()(int warp) const {
@@ -181,20 +180,20 @@ struct KeyList {
     }
   };
   struct Keys {
-    KeyList list;
-    __device__ __forceinline__ uint32_t operator()(int i) const { return list.keys[list.position(i)]; }
+    const uint32_t* keys;
+    __device__ __forceinline__ uint32_t operator()(int i) const { return keys[i]; }
   };
   struct Columns {
     KeyList list;
-    __device__ __forceinline__ int32_t operator()(int i) const { return list.first_column + list.position(i); }
+    __device__ __forceinline__ int32_t operator()(int i) const {
+      return list.first_column + (list.positions ? static_cast<int>(list.positions[i]) : i);
+    }
   };
 };
 
 // The team's top m of its row (row_n keys in all) into `sink`, in index order. This CTA holds n of
 // them in shared memory (the whole row when the team is a solo CTA, else its slice), and ts.hist
 // counts their first digit. `spare` (capacity words) is free shared memory after the keys.
-// make_sink() builds the row's Sink<T> where the write-out needs it (its pointers then occupy no
-// registers during the passes).
 //
 // After the first digit, the keys above the threshold bin are selected and those below are out; only
 // the bin itself is undecided. Unless the whole bin is selected, each CTA compacts its keys at or above
@@ -202,15 +201,14 @@ struct KeyList {
 // and every later pass and the write-out run over that short list. If a segment overflows
 // (adversarial input: most keys share the bin), the passes run over all n keys instead: exactness
 // never depends on a buffer's size.
-template <int kThreads, typename T, class MakeSink>
+template <int kThreads, typename T>
 __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const uint32_t* keys,
                                                  typename BlockSelect<kThreads>::TempStorage& ts, ColumnOf column_of,
-                                                 const MakeSink& make_sink, uint32_t* spare, int capacity,
-                                                 Team& team) {
+                                                 const IndexSink& sink, uint32_t* spare, int capacity, Team& team) {
   using Select = BlockSelect<kThreads>;
   constexpr int kBits = KeyTraits<T>::kSignificantBits;
   if (m >= row_n) {  // every key: a zero-bit prefix they all share
-    Select::emit_shared_uncut(ts, keys, n, column_of, Threshold{0u, 0, m, true}, make_sink(), team);
+    Select::emit_shared_uncut(ts, keys, n, column_of, Threshold{0u, 0, m, true}, sink, team);
     return;
   }
   Select::publish_histogram(ts, team);  // every CTA's first-digit histogram is complete
@@ -222,16 +220,20 @@ __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const 
               at == static_cast<uint32_t>(m) - above};
   __syncthreads();  // ts.digit/count_* read by everyone
   if (t.all_at_selected) {
-    Select::emit_shared_uncut(ts, keys, n, column_of, t, make_sink(), team);
+    Select::emit_shared_uncut(ts, keys, n, column_of, t, sink, team);
     return;
   }
-  // Compact: warp w's keys at or above the bin into segment w of `spare`, in index order.
-  const int segment_capacity = capacity / Select::kWarps;
-  const bool compacted = Select::compact_by_warp(ts, keys, n, t, spare, segment_capacity);
+  // Compact: warp w's keys at or above the bin, and their positions, into segment w of the two
+  // halves of `spare`, in index order.
+  const int segment_capacity = capacity / (2 * Select::kWarps);
+  uint32_t* compacted_keys = spare;
+  uint32_t* positions = spare + segment_capacity * Select::kWarps;
+  const bool compacted = Select::compact_by_warp(ts, keys, n, t, compacted_keys, positions, segment_capacity);
   PERSISTENT_TOPK_STAMP(5);
   using List = KeyList<kThreads>;
-  const List list{keys, compacted ? spare : nullptr, n, segment_capacity, ts.segment_count, column_of.first};
-  const typename List::Keys key_at{list};
+  const List list{compacted ? compacted_keys : keys, compacted ? positions : nullptr, n, segment_capacity,
+                  ts.segment_count, column_of.first};
+  const typename List::Keys key_at{list.keys};
   const int next_width = min(Select::kDigitBits, kBits - t.bits);
   auto recount = [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
     Select::count_digits(ts, typename List::Spans{list}, key_at, prefix, shift, digit_mask);
@@ -244,7 +246,7 @@ __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const 
   PERSISTENT_TOPK_STAMP(6);
   t = Select::refine(ts, t, kBits, team, recount);
   PERSISTENT_TOPK_STAMP(7);
-  Select::emit(ts, typename List::Spans{list}, key_at, typename List::Columns{list}, t, make_sink(), team);
+  Select::emit(ts, typename List::Spans{list}, key_at, typename List::Columns{list}, t, sink, team);
   PERSISTENT_TOPK_STAMP(8);
 }
 

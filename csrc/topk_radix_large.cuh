@@ -42,7 +42,7 @@ struct GlobalKeys {
 // The whole row by one CTA, every pass over global memory (L2 usually holds the row after the first).
 template <int kThreads, typename T>
 __device__ __noinline__ void select_in_global(const T* row, int n, int m,
-                                              typename BlockSelect<kThreads>::TempStorage& ts, Sink<T> sink) {
+                                              typename BlockSelect<kThreads>::TempStorage& ts, IndexSink sink) {
   using Select = BlockSelect<kThreads>;
   const GlobalKeys<T> key_at{row};
   Team solo = Team::solo();
