@@ -207,19 +207,18 @@ __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const 
                                                  const IndexSink& sink, uint32_t* spare, int capacity, Team& team) {
   using Select = BlockSelect<kThreads>;
   constexpr int kBits = KeyTraits<T>::kSignificantBits;
-  if (m >= row_n) {  // every key: a zero-bit prefix they all share
-    Select::emit_shared_uncut(ts, keys, n, column_of, Threshold{0u, 0, m, true}, sink, team);
-    return;
+  Threshold t{0u, 0, m, true};  // m >= row_n: every key, a zero-bit prefix they all share
+  if (m < row_n) {
+    Select::publish_histogram(ts, team);  // every CTA's first-digit histogram is complete
+    PERSISTENT_TOPK_STAMP(3);
+    Select::find_digit(ts, m, team);
+    PERSISTENT_TOPK_STAMP(4);
+    const uint32_t digit = ts.digit, above = ts.count_above, at = ts.count_at;
+    t = Threshold{digit << Select::kFirstShift, Select::kDigitBits, m - static_cast<int>(above),
+                  at == static_cast<uint32_t>(m) - above};
+    __syncthreads();  // ts.digit/count_* read by everyone
   }
-  Select::publish_histogram(ts, team);  // every CTA's first-digit histogram is complete
-  PERSISTENT_TOPK_STAMP(3);
-  Select::find_digit(ts, m, team);
-  PERSISTENT_TOPK_STAMP(4);
-  const uint32_t digit = ts.digit, above = ts.count_above, at = ts.count_at;
-  Threshold t{digit << Select::kFirstShift, Select::kDigitBits, m - static_cast<int>(above),
-              at == static_cast<uint32_t>(m) - above};
-  __syncthreads();  // ts.digit/count_* read by everyone
-  if (t.all_at_selected) {
+  if (t.all_at_selected) {  // one call site: the emission is the largest code of the kernel
     Select::emit_shared_uncut(ts, keys, n, column_of, t, sink, team);
     return;
   }
