@@ -197,10 +197,12 @@ struct WorkState {
 __device__ __forceinline__ void next_row(const Params& p, WorkState& state) {
   const int lane = threadIdx.x % 32;
   const uint32_t rows = static_cast<uint32_t>(p.rows);
-  if (state.phase == WorkState::kTeamRows) {
+  const int phase = state.phase;
+  uint32_t left = state.team_rows_left;
+  int batch = state.batch;
+  __syncwarp();  // every lane has read `state` before lane 0 rewrites it
+  if (phase == WorkState::kTeamRows) {
     const int clusters = static_cast<int>(gridDim.x) / p.team_size;
-    uint32_t left = state.team_rows_left;
-    int batch = state.batch;
     while (left == 0u && batch < p.rows) {  // look at the next 32 rows of this cluster
       const int candidate = batch + lane * clusters;
       left = __ballot_sync(0xFFFFFFFFu,
@@ -221,7 +223,7 @@ __device__ __forceinline__ void next_row(const Params& p, WorkState& state) {
     return;
   }
   if (lane != 0) return;
-  if (state.phase == WorkState::kTeamRowsDone) {
+  if (phase == WorkState::kTeamRowsDone) {
     state.phase = WorkState::kSoloRows;
   } else {  // the previous solo row is done: its claim names the next one
     state.item = gridDim.x + state.claim;
