@@ -37,6 +37,7 @@ struct BlockSelect {
   struct TempStorage {
     alignas(16) uint32_t hist[kBins];  // read 16 bytes at a time by find_digit
     uint32_t warp_above[kWarps];
+    uint32_t segment_count[kWarps];  // compact_by_warp: keys in each warp's segment
     uint32_t warp_at[kWarps];
     uint32_t digit, count_above, count_at;
     uint2 team_counts;  // this CTA's (above, at) for the team's emission offsets
@@ -53,7 +54,7 @@ struct BlockSelect {
   }
 
   // A list of n keys cut into one contiguous span per warp (a multiple of 32 long): what every
-  // per-warp pass below walks.
+  // per-warp pass below walks unless the list says otherwise (KeyList's compacted segments).
   struct EvenSpans {
     int n;
     __device__ __forceinline__ int2 operator()(int warp) const {
@@ -74,6 +75,55 @@ struct BlockSelect {
       const uint32_t key = key_at(i);
       if ((key & mask) == t.prefix) atomicAdd(&ts.hist[(key >> shift) & digit_mask], 1u);
     }
+  }
+
+  // Each warp copies the keys of its span of keys[0, n) that are at or above t (one predicate: top
+  // t.bits bits >= t.prefix), with their positions, to its own segment of `compacted_keys` and
+  // `positions` (segment_capacity words each), in index order, and their number to
+  // ts.segment_count[warp]. One pass: no block-wide count first, since every warp writes only its own
+  // segment; later passes read the keys contiguously, without bank conflicts. False if some warp's
+  // segment overflowed (then its segment is incomplete and must not be used).
+  __device__ static bool compact_by_warp(TempStorage& ts, const uint32_t* keys, int n, const Threshold& t,
+                                         uint32_t* compacted_keys, uint32_t* positions, int segment_capacity) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int2 span = EvenSpans{n}(warp);
+    const uint32_t mask = t.mask(), lanes_below = (1u << lane) - 1u;
+    uint32_t* segment_keys = compacted_keys + warp * segment_capacity;
+    uint32_t* segment_positions = positions + warp * segment_capacity;
+    uint32_t count = 0;
+    for (int base = span.x; base < span.y; base += 128) {  // four consecutive keys per lane
+      const int first = base + 4 * lane;
+      uint32_t k4[4];
+      if (first + 4 <= span.y) {
+        const uint4 v = *reinterpret_cast<const uint4*>(keys + first);
+        k4[0] = v.x; k4[1] = v.y; k4[2] = v.z; k4[3] = v.w;
+      } else {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) k4[j] = first + j < span.y ? keys[first + j] : 0u;
+      }
+      bool selected[4];
+      uint32_t lanes[4], before = 0;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        selected[j] = first + j < span.y && (k4[j] & mask) >= t.prefix;
+        lanes[j] = __ballot_sync(0xFFFFFFFFu, selected[j]);
+        before += __popc(lanes[j] & lanes_below);
+      }
+      uint32_t slot = count + before;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        if (selected[j]) {
+          if (slot < static_cast<uint32_t>(segment_capacity)) {
+            segment_keys[slot] = k4[j];
+            segment_positions[slot] = static_cast<uint32_t>(first + j);
+          }
+          ++slot;
+        }
+        count += __popc(lanes[j]);
+      }
+    }
+    if (lane == 0) ts.segment_count[warp] = count;
+    return __syncthreads_or(count > static_cast<uint32_t>(segment_capacity)) == 0;
   }
 
   // A team searches its histograms in two levels, so that little crosses distributed shared memory

@@ -25,11 +25,12 @@ struct Policy {
   // many rows, equal on small ones; docs/perf-notes.md).
   static constexpr int kThreads = 512;
   static constexpr int kMinBlocksPerSM = 2;
-  // Keys a CTA holds in shared memory: 24K x 4 B = 96 KB; with ~9 KB of histogram and state two CTAs
-  // fit in Hopper's 228 KB per SM. Holds a solo row or a team row's slice (or sorted=True's words).
+  // Keys a CTA holds in shared memory: 24K x 4 B = 96 KB; with ~13 KB of histogram and state two CTAs
+  // fit in Hopper's 228 KB per SM. Holds a solo row or a team row's slice, and behind it the keys that
+  // survive the first digit (compacted).
   static constexpr int kSmemKeys = 24576;
-  // Rows up to this long are selected by one CTA alone; longer ones by a team, whose CTAs on other SMs
-  // each take a slice (one CTA needs ~10 us for 16K keys, most of it latency).
+  // Rows up to this long may be selected by one CTA alone: 16K leaves 8K words behind the row for its
+  // compacted keys (about k plus one histogram bin).
   static constexpr int kSoloMaxKeys = 16384;
   // CTAs per thread-block cluster, i.e. per team row, chosen per launch from the shape (launch.cuh):
   // batches with few rows take the largest team (a row's latency falls with its slices); batches
@@ -126,6 +127,9 @@ struct WorkspaceLayout {
   static int64_t bytes(int64_t /*rows*/, int64_t /*stride*/, int64_t /*k*/) { return kBytes; }
 };
 
+// Where the free part of the keys buffer starts after n keys (16-byte aligned).
+__device__ __forceinline__ int spare_offset(int n) { return (n + 3) & ~3; }
+
 template <typename T>
 __device__ __forceinline__ RowOutput<T> row_output(const Params& p, int r, const RowWindow& w) {
   RowOutput<T> output;
@@ -167,8 +171,10 @@ __device__ __forceinline__ void select_row_in_shared(const Params& p, int r, Tea
                         length, keys, ts, on_loads_issued);
   __syncthreads();
   PERSISTENT_TOPK_STAMP(2);
+  const int spare = spare_offset(length);
   const int m = min(p.k, w.n);
-  select_in_shared<kThreads, T>(length, w.n, m, keys, ts, ColumnOf{first}, index_sink(p, r), team);
+  select_in_shared<kThreads, T>(length, w.n, m, keys, ts, ColumnOf{first}, index_sink(p, r), keys + spare,
+                                Policy::kSmemKeys - spare, team);
   if (finish_reads_output(p)) team.publish();  // the whole answer is in out before one CTA finishes it
   if (team.rank() == 0) finish_row<kThreads, T>(m, p.k, row_output<T>(p, r, w), reinterpret_cast<uint64_t*>(keys));
   __syncthreads();  // keys and ts are free for the next row

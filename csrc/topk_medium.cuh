@@ -151,32 +151,60 @@ __device__ __forceinline__ void load_row(const T* src, int n, uint32_t* keys,
   }
 }
 
-// The i-th key of a row or slice in shared memory.
-struct SharedKeys {
-  const uint32_t* keys;
-  __device__ __forceinline__ uint32_t operator()(int i) const { return keys[i]; }
-};
-
 // Column (relative to the row's window) of the i-th key in shared memory: a run of consecutive columns.
 struct ColumnOf {
   int first;
   __device__ __forceinline__ int32_t operator()(int i) const { return first + i; }
 };
 
+// The keys one CTA selects from: all n keys of its row or slice in shared memory, or, once compacted,
+// copies of those at or above the threshold bin with their positions, one segment per warp
+// (compact_by_warp). One type for both keeps one copy of the refine and write-out code; the branch is
+// uniform. Passed by value everywhere (a small struct in registers, never in local memory).
+template <int kThreads>
+struct KeyList {
+  using Select = BlockSelect<kThreads>;
+  const uint32_t* keys;       // the list's keys, contiguous within each warp's span
+  const uint32_t* positions;  // null: keys are the row's own keys[0, n); else each key's position
+  int n;
+  int segment_capacity;       // positions: warp w's segment starts at w * segment_capacity
+  const uint32_t* segment_counts;  // positions: [warps] keys in each segment
+  int first_column;           // column of the row's keys[0]
+
+  struct Spans {  // the warp's span of list indices
+    KeyList list;
+    __device__ __forceinline__ int2 operator()(int warp) const {
+      if (list.positions == nullptr) return typename Select::EvenSpans{list.n}(warp);
+      const int lo = warp * list.segment_capacity;
+      return make_int2(lo, lo + static_cast<int>(list.segment_counts[warp]));
+    }
+  };
+  struct Keys {
+    const uint32_t* keys;
+    __device__ __forceinline__ uint32_t operator()(int i) const { return keys[i]; }
+  };
+  struct Columns {
+    KeyList list;
+    __device__ __forceinline__ int32_t operator()(int i) const {
+      return list.first_column + (list.positions ? static_cast<int>(list.positions[i]) : i);
+    }
+  };
+};
+
 // The team's top m of its row (row_n keys in all) into `sink`, in index order. This CTA holds n of
 // them in shared memory (the whole row when the team is a solo CTA, else its slice), and ts.hist
-// counts their first digit.
+// counts their first digit. `spare` (capacity words) is free shared memory after the keys.
 //
-// Each digit comes from the team's summed histogram; the keys above the threshold bin are selected,
-// those below are out, and only the bin itself is undecided, so the next pass counts only the keys
-// whose prefix matches. Once the whole bin is selected (the usual case after two digits), one
-// predicate selects every key and the write-out is a single pass; otherwise all significant bits
-// are decided and the first t.need keys equal to the pivot, in index order across the team, are
-// selected.
+// After the first digit, the keys above the threshold bin are selected and those below are out; only
+// the bin itself is undecided. Unless the whole bin is selected, each CTA compacts its keys at or above
+// the bin (about k plus one bin over the team) into `spare`, in index order (one segment per warp),
+// and every later pass and the write-out run over that short list. If a segment overflows
+// (adversarial input: most keys share the bin), the passes run over all n keys instead: exactness
+// never depends on a buffer's size.
 template <int kThreads, typename T>
 __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const uint32_t* keys,
                                                  typename BlockSelect<kThreads>::TempStorage& ts, ColumnOf column_of,
-                                                 const IndexSink& sink, Team& team) {
+                                                 const IndexSink& sink, uint32_t* spare, int capacity, Team& team) {
   using Select = BlockSelect<kThreads>;
   constexpr int kBits = KeyTraits<T>::kSignificantBits;
   Threshold t{0u, 0, m, true};  // m >= row_n: every key, a zero-bit prefix they all share
@@ -190,27 +218,34 @@ __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const 
                   at == static_cast<uint32_t>(m) - above};
     __syncthreads();  // ts.digit/count_* read by everyone
   }
-  if (!t.all_at_selected) {
-    // Later digits over all n keys, one pass each: one more usually decides the selection (no tie is
-    // cut in a bin of 22 decided bits), and the write-out then runs once over the keys.
-    const int next_width = min(Select::kDigitBits, kBits - t.bits);
-    auto recount = [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
-      Select::count_digits(ts, typename Select::EvenSpans{n}, SharedKeys{keys}, prefix, shift, digit_mask);
-    };
-    team.reclaim();  // every CTA has read this CTA's first-digit histogram
-    Select::zero_histogram(ts);
-    __syncthreads();
-    recount(t, 32 - t.bits - next_width, (1u << next_width) - 1u);
-    Select::publish_histogram(ts, team);
-    PERSISTENT_TOPK_STAMP(6);
-    t = Select::refine(ts, t, kBits, team, recount);
-    PERSISTENT_TOPK_STAMP(7);
-  }
   if (t.all_at_selected) {  // one call site: the emission is the largest code of the kernel
     Select::emit_shared_uncut(ts, keys, n, column_of, t, sink, team);
-  } else {  // a tie is cut at the pivot key: the first t.need of the team's equal keys in index order
-    Select::emit(ts, typename Select::EvenSpans{n}, SharedKeys{keys}, column_of, t, sink, team);
+    return;
   }
+  // Compact: warp w's keys at or above the bin, and their positions, into segment w of the two
+  // halves of `spare`, in index order.
+  const int segment_capacity = capacity / (2 * Select::kWarps);
+  uint32_t* compacted_keys = spare;
+  uint32_t* positions = spare + segment_capacity * Select::kWarps;
+  const bool compacted = Select::compact_by_warp(ts, keys, n, t, compacted_keys, positions, segment_capacity);
+  PERSISTENT_TOPK_STAMP(5);
+  using List = KeyList<kThreads>;
+  const List list{compacted ? compacted_keys : keys, compacted ? positions : nullptr, n, segment_capacity,
+                  ts.segment_count, column_of.first};
+  const typename List::Keys key_at{list.keys};
+  const int next_width = min(Select::kDigitBits, kBits - t.bits);
+  auto recount = [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
+    Select::count_digits(ts, typename List::Spans{list}, key_at, prefix, shift, digit_mask);
+  };
+  team.reclaim();  // every CTA has read this CTA's first-digit histogram
+  Select::zero_histogram(ts);
+  __syncthreads();
+  recount(t, 32 - t.bits - next_width, (1u << next_width) - 1u);
+  Select::publish_histogram(ts, team);
+  PERSISTENT_TOPK_STAMP(6);
+  t = Select::refine(ts, t, kBits, team, recount);
+  PERSISTENT_TOPK_STAMP(7);
+  Select::emit(ts, typename List::Spans{list}, key_at, typename List::Columns{list}, t, sink, team);
   PERSISTENT_TOPK_STAMP(8);
 }
 
