@@ -32,10 +32,6 @@ struct Policy {
   // Rows up to this long may be selected by one CTA alone: 16K leaves 8K words behind the row for its
   // compacted keys (about k plus one histogram bin).
   static constexpr int kSoloMaxKeys = 16384;
-  // Rows (or slices) longer than this compact the keys that survive the first digit before the later
-  // passes: on 16K keys that beats one more pass over all keys (b128-16k, team rows of 16K slices),
-  // below ~12K it does not (4K-10K rows: 5-10% slower with compaction; docs/perf-notes.md).
-  static constexpr int kCompactMinKeys = 12288;
   // CTAs per thread-block cluster, i.e. per team row, chosen per launch from the shape (launch.cuh):
   // batches with few rows take the largest team (a row's latency falls with its slices); batches
   // with many rows the smallest team whose slices hold a row as long as the stride, so that as many
@@ -178,7 +174,7 @@ __device__ __forceinline__ void select_row_in_shared(const Params& p, int r, Tea
   const int spare = spare_offset(length);
   const int m = min(p.k, w.n);
   select_in_shared<kThreads, T>(length, w.n, m, keys, ts, ColumnOf{first}, index_sink(p, r), keys + spare,
-                                Policy::kSmemKeys - spare, length > Policy::kCompactMinKeys, team);
+                                Policy::kSmemKeys - spare, team);
   if (finish_reads_output(p)) team.publish();  // the whole answer is in out before one CTA finishes it
   if (team.rank() == 0) finish_row<kThreads, T>(m, p.k, row_output<T>(p, r, w), reinterpret_cast<uint64_t*>(keys));
   __syncthreads();  // keys and ts are free for the next row

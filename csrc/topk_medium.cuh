@@ -196,20 +196,16 @@ struct KeyList {
 // counts their first digit. `spare` (capacity words) is free shared memory after the keys.
 //
 // After the first digit, the keys above the threshold bin are selected and those below are out; only
-// the bin itself is undecided. Unless the whole bin is selected, later digits count only the keys
-// whose prefix matches. With `compact` (many keys), each CTA first compacts its keys at or above the
-// bin (about k plus one bin over the team) into `spare`, in index order (one segment per warp), and
-// every later pass and the write-out run over that short list; if a segment overflows (adversarial
-// input: most keys share the bin) they run over all n keys instead: exactness never depends on a
-// buffer's size. Without it (few keys), the passes run over all n keys and, once no tie is cut, the
-// write-out is one predicate over the keys.
+// the bin itself is undecided. Unless the whole bin is selected, each CTA compacts its keys at or above
+// the bin (about k plus one bin over the team) into `spare`, in index order (one segment per warp),
+// and every later pass and the write-out run over that short list. If a segment overflows
+// (adversarial input: most keys share the bin), the passes run over all n keys instead: exactness
+// never depends on a buffer's size.
 template <int kThreads, typename T>
 __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const uint32_t* keys,
                                                  typename BlockSelect<kThreads>::TempStorage& ts, ColumnOf column_of,
-                                                 const IndexSink& sink, uint32_t* spare, int capacity, bool compact,
-                                                 Team& team) {
+                                                 const IndexSink& sink, uint32_t* spare, int capacity, Team& team) {
   using Select = BlockSelect<kThreads>;
-  using List = KeyList<kThreads>;
   constexpr int kBits = KeyTraits<T>::kSignificantBits;
   Threshold t{0u, 0, m, true};  // m >= row_n: every key, a zero-bit prefix they all share
   if (m < row_n) {
@@ -222,40 +218,34 @@ __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const 
                   at == static_cast<uint32_t>(m) - above};
     __syncthreads();  // ts.digit/count_* read by everyone
   }
-  List list{keys, nullptr, n, 0, ts.segment_count, column_of.first};  // all n keys
-  if (!t.all_at_selected) {
-    if (compact) {
-      // Warp w's keys at or above the bin, and their positions, into segment w of the two halves of
-      // `spare`, in index order; if a segment overflows, the passes run over all n keys.
-      const int segment_capacity = capacity / (2 * Select::kWarps);
-      uint32_t* compacted_keys = spare;
-      uint32_t* positions = spare + segment_capacity * Select::kWarps;
-      if (Select::compact_by_warp(ts, keys, n, t, compacted_keys, positions, segment_capacity)) {
-        list = List{compacted_keys, positions, n, segment_capacity, ts.segment_count, column_of.first};
-      }
-      PERSISTENT_TOPK_STAMP(5);
-    }
-    const typename List::Keys key_at{list.keys};
-    const int next_width = min(Select::kDigitBits, kBits - t.bits);
-    auto recount = [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
-      Select::count_digits(ts, typename List::Spans{list}, key_at, prefix, shift, digit_mask);
-    };
-    team.reclaim();  // every CTA has read this CTA's first-digit histogram
-    Select::zero_histogram(ts);
-    __syncthreads();
-    recount(t, 32 - t.bits - next_width, (1u << next_width) - 1u);
-    Select::publish_histogram(ts, team);
-    PERSISTENT_TOPK_STAMP(6);
-    t = Select::refine(ts, t, kBits, team, recount);
-    PERSISTENT_TOPK_STAMP(7);
-  }
-  // One call site each: the write-outs are the largest code of the kernel.
-  if (t.all_at_selected && list.positions == nullptr) {
+  if (t.all_at_selected) {  // one call site: the emission is the largest code of the kernel
     Select::emit_shared_uncut(ts, keys, n, column_of, t, sink, team);
-  } else {  // the compacted list, or a tie cut at the pivot key (the first t.need equal keys)
-    Select::emit(ts, typename List::Spans{list}, typename List::Keys{list.keys}, typename List::Columns{list}, t,
-                 sink, team);
+    return;
   }
+  // Compact: warp w's keys at or above the bin, and their positions, into segment w of the two
+  // halves of `spare`, in index order.
+  const int segment_capacity = capacity / (2 * Select::kWarps);
+  uint32_t* compacted_keys = spare;
+  uint32_t* positions = spare + segment_capacity * Select::kWarps;
+  const bool compacted = Select::compact_by_warp(ts, keys, n, t, compacted_keys, positions, segment_capacity);
+  PERSISTENT_TOPK_STAMP(5);
+  using List = KeyList<kThreads>;
+  const List list{compacted ? compacted_keys : keys, compacted ? positions : nullptr, n, segment_capacity,
+                  ts.segment_count, column_of.first};
+  const typename List::Keys key_at{list.keys};
+  const int next_width = min(Select::kDigitBits, kBits - t.bits);
+  auto recount = [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
+    Select::count_digits(ts, typename List::Spans{list}, key_at, prefix, shift, digit_mask);
+  };
+  team.reclaim();  // every CTA has read this CTA's first-digit histogram
+  Select::zero_histogram(ts);
+  __syncthreads();
+  recount(t, 32 - t.bits - next_width, (1u << next_width) - 1u);
+  Select::publish_histogram(ts, team);
+  PERSISTENT_TOPK_STAMP(6);
+  t = Select::refine(ts, t, kBits, team, recount);
+  PERSISTENT_TOPK_STAMP(7);
+  Select::emit(ts, typename List::Spans{list}, key_at, typename List::Columns{list}, t, sink, team);
   PERSISTENT_TOPK_STAMP(8);
 }
 
