@@ -24,6 +24,10 @@ struct Threshold {
   __device__ __forceinline__ uint32_t mask() const { return bits ? (~0u << (32 - bits)) : 0u; }
 };
 
+__device__ __forceinline__ void store_shared(uint32_t address, uint32_t value) {
+  asm volatile("st.shared.u32 [%0], %1;" ::"r"(address), "r"(value) : "memory");
+}
+
 template <int kThreads>
 struct BlockSelect {
   static constexpr int kWarps = kThreads / 32;
@@ -77,24 +81,32 @@ struct BlockSelect {
     }
   }
 
-  // Each warp copies the keys of its span of keys[0, n) that are at or above t (one predicate: top
-  // t.bits bits >= t.prefix), with their positions, to its own segment of `compacted_keys` and
-  // `positions` (segment_capacity words each), in index order, and their number to
-  // ts.segment_count[warp]. One pass: no block-wide count first, since every warp writes only its own
-  // segment; later passes read the keys contiguously, without bank conflicts. False if some warp's
-  // segment overflowed (then its segment is incomplete and must not be used).
+  // Each warp copies the keys of its span of keys[0, n) that are at or above t, with their
+  // positions, to its own segment of `compacted_keys` and `positions` (segment_capacity words each),
+  // in index order, and their number to ts.segment_count[warp]. One pass: no block-wide count first,
+  // since every warp writes only its own segment; later passes read the keys contiguously, without
+  // bank conflicts. False if some warp's segment overflowed (then its segment is incomplete and must
+  // not be used).
+  //
+  // This pass reads every key of the row, so it is kept to ~40 instructions per 128 keys: one compare
+  // per key (t.prefix is zero below its bits, so "top bits >= prefix" is "key >= prefix"), one warp
+  // scan of the lanes' counts per step instead of a ballot per key, bounds checks only in the last step,
+  // and the capacity checked once per step.
   __device__ static bool compact_by_warp(TempStorage& ts, const uint32_t* keys, int n, const Threshold& t,
                                          uint32_t* compacted_keys, uint32_t* positions, int segment_capacity) {
+    constexpr int kStep = 128;  // keys per warp per step: four consecutive keys per lane
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int2 span = EvenSpans{n}(warp);
-    const uint32_t mask = t.mask(), lanes_below = (1u << lane) - 1u;
-    uint32_t* segment_keys = compacted_keys + warp * segment_capacity;
-    uint32_t* segment_positions = positions + warp * segment_capacity;
-    uint32_t count = 0;
-    for (int base = span.x; base < span.y; base += 128) {  // four consecutive keys per lane
+    // 32-bit shared addresses: generic pointers made the compiler rebuild the shared window's base
+    // before every store.
+    const uint32_t segment_keys = static_cast<uint32_t>(__cvta_generic_to_shared(compacted_keys + warp * segment_capacity));
+    const uint32_t segment_positions = static_cast<uint32_t>(__cvta_generic_to_shared(positions + warp * segment_capacity));
+    const uint32_t capacity = static_cast<uint32_t>(segment_capacity);
+    uint32_t count = 0;  // keys at or above t in this warp's steps so far
+    auto step = [&](int base, bool last) {
       const int first = base + 4 * lane;
       uint32_t k4[4];
-      if (first + 4 <= span.y) {
+      if (!last) {
         const uint4 v = *reinterpret_cast<const uint4*>(keys + first);
         k4[0] = v.x; k4[1] = v.y; k4[2] = v.z; k4[3] = v.w;
       } else {
@@ -102,28 +114,38 @@ struct BlockSelect {
         for (int j = 0; j < 4; ++j) k4[j] = first + j < span.y ? keys[first + j] : 0u;
       }
       bool selected[4];
-      uint32_t lanes[4], before = 0;
+      uint32_t mine = 0;
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        selected[j] = first + j < span.y && (k4[j] & mask) >= t.prefix;
-        lanes[j] = __ballot_sync(0xFFFFFFFFu, selected[j]);
-        before += __popc(lanes[j] & lanes_below);
+        selected[j] = k4[j] >= t.prefix && (!last || first + j < span.y);
+        mine += selected[j];
       }
-      uint32_t slot = count + before;
+      uint32_t inclusive = mine;
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        if (selected[j]) {
-          if (slot < static_cast<uint32_t>(segment_capacity)) {
-            segment_keys[slot] = k4[j];
-            segment_positions[slot] = static_cast<uint32_t>(first + j);
+      for (int offset = 1; offset < 32; offset <<= 1) {
+        const uint32_t other = __shfl_up_sync(0xFFFFFFFFu, inclusive, offset);
+        if (lane >= offset) inclusive += other;
+      }
+      const uint32_t step_count = __shfl_sync(0xFFFFFFFFu, inclusive, 31);
+      if (count + step_count <= capacity) {  // else overflowed: stop writing, report it below
+        uint32_t slot = count + inclusive - mine;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          if (selected[j]) {
+            store_shared(segment_keys + 4 * slot, k4[j]);
+            store_shared(segment_positions + 4 * slot, static_cast<uint32_t>(first + j));
+            ++slot;
           }
-          ++slot;
         }
-        count += __popc(lanes[j]);
       }
-    }
+      count += step_count;
+    };
+    const int full_end = span.x + (span.y - span.x) / kStep * kStep;
+#pragma unroll 1
+    for (int base = span.x; base < full_end; base += kStep) step(base, false);
+    if (full_end < span.y) step(full_end, true);
     if (lane == 0) ts.segment_count[warp] = count;
-    return __syncthreads_or(count > static_cast<uint32_t>(segment_capacity)) == 0;
+    return __syncthreads_or(count > capacity) == 0;
   }
 
   // A team searches its histograms in two levels, so that little crosses distributed shared memory
@@ -294,7 +316,6 @@ struct BlockSelect {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int span = ((n + kWarps - 1) / kWarps + kStep - 1) / kStep * kStep;
     const int lo = min(n, warp * span), hi = min(n, lo + span);
-    const uint32_t mask = t.mask();
 
     auto load4 = [&](int first, uint32_t(&k4)[4]) {
       if (first + 4 <= hi) {
@@ -305,7 +326,8 @@ struct BlockSelect {
         for (int j = 0; j < 4; ++j) k4[j] = first + j < hi ? keys[first + j] : 0u;
       }
     };
-    auto selected = [&](uint32_t key, int i) { return i < hi && (key & mask) >= t.prefix; };
+    // t.prefix is zero below its bits: "top bits >= prefix" is "key >= prefix".
+    auto selected = [&](uint32_t key, int i) { return i < hi && key >= t.prefix; };
 
     uint32_t count = 0;
     for (int base = lo; base < hi; base += kStep) {

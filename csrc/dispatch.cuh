@@ -187,13 +187,16 @@ struct WorkState {
   enum Phase : int { kTeamRows = 0, kTeamRowsDone = 1, kSoloRows = 2, kDone = 3 };
   int phase;
   int row;                  // the row to select now
+  int upcoming;             // the row this CTA selects after it, where known (else -1): prefetched
   int batch;                // team phase: first of the 32 rows looked at (batch + j * clusters)
   uint32_t team_rows_left;  // team phase: of those, the team rows not yet selected (bit j)
   uint32_t item;            // solo phase: this CTA's current row
+  uint32_t next_item;       // solo phase: the row after it (known one row ahead, so prefetched)
   uint32_t claim;           // solo phase: the queue's answer to this CTA's latest claim
 };
 
-// Warp 0: the next row of this CTA into `state` (see the kernel for the order).
+// Warp 0: the next row of this CTA into `state` (see the kernel for the order), and the row after it
+// where known.
 __device__ __forceinline__ void next_row(const Params& p, WorkState& state) {
   const int lane = threadIdx.x % 32;
   const uint32_t rows = static_cast<uint32_t>(p.rows);
@@ -217,6 +220,7 @@ __device__ __forceinline__ void next_row(const Params& p, WorkState& state) {
         state.row = batch + (__ffs(left) - 1) * clusters;
         left &= left - 1u;
         state.batch = left == 0u ? batch + 32 * clusters : batch;
+        state.upcoming = left == 0u ? -1 : batch + (__ffs(left) - 1) * clusters;
       }
       state.team_rows_left = left;
     }
@@ -225,8 +229,11 @@ __device__ __forceinline__ void next_row(const Params& p, WorkState& state) {
   if (lane != 0) return;
   if (phase == WorkState::kTeamRowsDone) {
     state.phase = WorkState::kSoloRows;
-  } else {  // the previous solo row is done: its claim names the next one
-    state.item = gridDim.x + state.claim;
+    state.item = blockIdx.x;
+    state.next_item = blockIdx.x + gridDim.x;
+  } else {  // the previous solo row is done: its claim names the row after the next one
+    state.item = state.next_item;
+    state.next_item = 2 * gridDim.x + state.claim;
     if (state.claim == rows - 1) p.queue[0] = 0u;  // the launch's last claim: reset for the next launch
   }
   if (state.item >= rows) {
@@ -234,6 +241,20 @@ __device__ __forceinline__ void next_row(const Params& p, WorkState& state) {
     return;
   }
   state.row = static_cast<int>(state.item);
+  state.upcoming = state.next_item < rows ? static_cast<int>(state.next_item) : -1;
+}
+
+// Thread 0: this CTA's slice of `row` (window w; selected next by this CTA if it takes `path`) is
+// brought into L2 while the current row is selected, so that its loads wait on L2 rather than on HBM.
+// Only a hint: nothing waits for it.
+template <typename T>
+__device__ __forceinline__ void prefetch_row(const Params& p, int row, const RowWindow& w, RowPath path,
+                                             const Team& team) {
+  if (plan_row(p, w.n) != path) return;
+  const TeamSlices slices = TeamSlices::of(w.n, team.size, Policy::kSliceAlign);
+  const int rank = team.rank();
+  const T* first = static_cast<const T*>(p.logits) + static_cast<int64_t>(row) * p.row_pitch + w.start + slices.first(rank);
+  prefetch_to_l2(first, static_cast<int64_t>(slices.length(rank, w.n)) * sizeof(T));
 }
 
 // Thread 0 claims the row after this one, while the row's loads are in flight: the claim's round
@@ -259,10 +280,11 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
   // reads the same lengths and so walks the same rows through the same barriers. Long rows thus go
   // first, as longest-first scheduling wants.
   //
-  // Then every other row by one CTA. Each CTA starts on row blockIdx.x without touching the queue;
-  // the queue hands out rows gridDim.x and up. The queue resets itself: every CTA whose first row
-  // exists claims one row past each row it visits, so a launch makes exactly `rows` claims, and the
-  // CTA whose claim is the last one (claim == rows - 1) knows nothing touches the counter again.
+  // Then every other row by one CTA. Each CTA starts on rows blockIdx.x and blockIdx.x + gridDim.x
+  // without touching the queue; the queue hands out rows 2 gridDim.x and up. A CTA thus always knows
+  // the row after its current one and prefetches it. The queue resets itself: every CTA claims one row
+  // per row it visits, so a launch makes exactly `rows` claims, and the CTA whose claim is the last
+  // one (claim == rows - 1) knows nothing touches the counter again.
   PERSISTENT_TOPK_STAMP(0);
   const bool team_rows_possible = p.stride > p.team_min_length;
   Team team = team_rows_possible ? Team::of_cluster(p.team_size) : Team::solo();
@@ -270,7 +292,6 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
     state.phase = team_rows_possible ? WorkState::kTeamRows : WorkState::kTeamRowsDone;
     state.batch = static_cast<int>(blockIdx.x) / p.team_size;
     state.team_rows_left = 0u;
-    state.item = blockIdx.x;
   }
   for (;;) {
     __syncthreads();  // the previous row's shared state is free; `state` is written
@@ -284,9 +305,13 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
       team = Team::solo();
       continue;
     }
+    // Thread 0 reads the upcoming row's window along with this one's: one round trip for both.
+    const int upcoming = threadIdx.x == 0 ? state.upcoming : -1;
+    const RowWindow ahead = upcoming >= 0 ? row_window(p, upcoming) : RowWindow{0, 0};
     const RowWindow w = row_window(p, r);
     const RowPath path = plan_row(p, w.n);
     const bool solo_phase = phase == WorkState::kSoloRows;
+    if (upcoming >= 0) prefetch_row<T>(p, upcoming, ahead, solo_phase ? RowPath::kSolo : RowPath::kTeam, team);
     if (path == (solo_phase ? RowPath::kSolo : RowPath::kTeam)) {
       select_row_in_shared<T>(p, r, team, keys, select_storage, [&]() {
         if (solo_phase) claim_next_row(p, state);

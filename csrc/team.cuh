@@ -32,17 +32,15 @@ __device__ __forceinline__ uint2 load_cluster_u32x2(uint32_t address) {
   return value;
 }
 
-// Cluster barrier halves, called by every thread of the CTA in converged code (.aligned). A release
-// arrive compiles to a GPU-scope memory barrier (MEMBAR.ALL.GPU, which waits for every store in flight,
-// global ones included), so only publish() pays for one; an arrive that only says "my reads of the
-// others' shared memory are done" is relaxed: the values read are already in registers and used.
-__device__ __forceinline__ void cluster_arrive_release() {
-  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ void cluster_arrive_relaxed() {
-  asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory"); }
+// Cluster barrier halves, called by every thread of the CTA. The non-.aligned forms: a warp may reach
+// them diverged (a lane-0 store just before, a loop whose trip count differs by lane), which the
+// .aligned forms leave undefined. A release arrive compiles to a GPU-scope memory barrier
+// (MEMBAR.ALL.GPU, which waits for every store in flight, global ones included), so only publish()
+// pays for one; an arrive that only says "my reads of the others' shared memory are done" is relaxed:
+// the values read are already in registers and used.
+__device__ __forceinline__ void cluster_arrive_release() { asm volatile("barrier.cluster.arrive.release;\n" ::: "memory"); }
+__device__ __forceinline__ void cluster_arrive_relaxed() { asm volatile("barrier.cluster.arrive.relaxed;\n" ::: "memory"); }
+__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire;\n" ::: "memory"); }
 
 struct Team {
   // The largest team: remote reads are unrolled to this many CTAs so that they are all in flight at

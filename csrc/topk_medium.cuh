@@ -81,6 +81,17 @@ __device__ __forceinline__ void copy_async_16(void* shared_dst, const void* glob
 }
 __device__ __forceinline__ void wait_async_copies() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
+// [src, src + bytes) into L2 by one bulk prefetch from one thread: a hint that nothing waits for. The
+// range is widened to 16-byte boundaries (the instruction's unit), which stays within the 16-byte
+// blocks that hold the range's first and last bytes.
+__device__ __forceinline__ void prefetch_to_l2(const void* src, int64_t bytes) {
+  if (bytes <= 0) return;
+  const size_t address = __cvta_generic_to_global(src);
+  const size_t lo = address & ~static_cast<size_t>(15);
+  const size_t hi = (address + static_cast<size_t>(bytes) + 15) & ~static_cast<size_t>(15);
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(lo), "r"(static_cast<uint32_t>(hi - lo)) : "memory");
+}
+
 // 4-byte words (float32 logits, or keys already) -> keys[0, n), counting the first digit. A 16-byte
 // aligned source is copied asynchronously as raw words and converted in place; otherwise each word
 // goes through registers. `to_key_of(word)` converts one word; on_issued() runs once in every thread
