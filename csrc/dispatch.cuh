@@ -153,10 +153,10 @@ __device__ __forceinline__ bool finish_reads_output(const Params& p) {
 
 // Row r by this CTA's team: its slice into shared memory, then the team's selection (team.cuh). A
 // solo row is the one slice of a team of one.
-template <typename T, class OnLoadsIssued>
+template <typename T, class OnLoadsIssued, class OnLoaded>
 __device__ __forceinline__ void select_row_in_shared(const Params& p, int r, Team& team, uint32_t* keys,
                                                      typename BlockSelect<Policy::kThreads>::TempStorage& ts,
-                                                     const OnLoadsIssued& on_loads_issued) {
+                                                     const OnLoadsIssued& on_loads_issued, const OnLoaded& on_loaded) {
   constexpr int kThreads = Policy::kThreads;
   using Select = BlockSelect<kThreads>;
   team.reclaim();  // the team has read this CTA's histogram and counts of the previous row
@@ -170,6 +170,7 @@ __device__ __forceinline__ void select_row_in_shared(const Params& p, int r, Tea
   load_row<kThreads, T>(static_cast<const T*>(p.logits) + static_cast<int64_t>(r) * p.row_pitch + w.start + first,
                         length, keys, ts, on_loads_issued);
   __syncthreads();
+  on_loaded();
   PERSISTENT_TOPK_STAMP(2);
   const int spare = spare_offset(length);
   const int m = min(p.k, w.n);
@@ -187,7 +188,11 @@ struct WorkState {
   enum Phase : int { kTeamRows = 0, kTeamRowsDone = 1, kSoloRows = 2, kDone = 3 };
   int phase;
   int row;                  // the row to select now
-  int upcoming;             // the row this CTA selects after it, where known (else -1): prefetched
+  int upcoming;             // the row this CTA selects after it, where known (else -1)
+  // This CTA's slice of the upcoming row, to prefetch into L2 once the current row is loaded (earlier,
+  // it would take bandwidth from the loads that the current row waits for); 0 bytes: none.
+  const void* prefetch;
+  uint32_t prefetch_bytes;
   int batch;                // team phase: first of the 32 rows looked at (batch + j * clusters)
   uint32_t team_rows_left;  // team phase: of those, the team rows not yet selected (bit j)
   uint32_t item;            // solo phase: this CTA's current row
@@ -244,17 +249,21 @@ __device__ __forceinline__ void next_row(const Params& p, WorkState& state) {
   state.upcoming = state.next_item < rows ? static_cast<int>(state.next_item) : -1;
 }
 
-// Thread 0: this CTA's slice of `row` (window w; selected next by this CTA if it takes `path`) is
-// brought into L2 while the current row is selected, so that its loads wait on L2 rather than on HBM.
-// Only a hint: nothing waits for it.
+// Thread 0: what to prefetch of `row` (window w), which this CTA selects next if it takes `path`: its
+// slice, brought into L2 while the current row is selected, so that its loads wait on L2 rather than
+// on HBM. Only a hint: nothing waits for it.
 template <typename T>
-__device__ __forceinline__ void prefetch_row(const Params& p, int row, const RowWindow& w, RowPath path,
-                                             const Team& team) {
-  if (plan_row(p, w.n) != path) return;
+__device__ __forceinline__ void plan_prefetch(const Params& p, int row, const RowWindow& w, RowPath path,
+                                              const Team& team, WorkState& state) {
+  state.prefetch_bytes = 0;
+  if (row < 0 || plan_row(p, w.n) != path) return;
   const TeamSlices slices = TeamSlices::of(w.n, team.size, Policy::kSliceAlign);
   const int rank = team.rank();
-  const T* first = static_cast<const T*>(p.logits) + static_cast<int64_t>(row) * p.row_pitch + w.start + slices.first(rank);
-  prefetch_to_l2(first, static_cast<int64_t>(slices.length(rank, w.n)) * sizeof(T));
+  state.prefetch = static_cast<const T*>(p.logits) + static_cast<int64_t>(row) * p.row_pitch + w.start + slices.first(rank);
+  state.prefetch_bytes = static_cast<uint32_t>(slices.length(rank, w.n) * sizeof(T));
+}
+__device__ __forceinline__ void issue_prefetch(const WorkState& state) {
+  if (threadIdx.x == 0) prefetch_to_l2(state.prefetch, state.prefetch_bytes);
 }
 
 // Thread 0 claims the row after this one, while the row's loads are in flight: the claim's round
@@ -311,13 +320,16 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
     const RowWindow w = row_window(p, r);
     const RowPath path = plan_row(p, w.n);
     const bool solo_phase = phase == WorkState::kSoloRows;
-    if (upcoming >= 0) prefetch_row<T>(p, upcoming, ahead, solo_phase ? RowPath::kSolo : RowPath::kTeam, team);
+    if (threadIdx.x == 0) plan_prefetch<T>(p, upcoming, ahead, solo_phase ? RowPath::kSolo : RowPath::kTeam, team, state);
     if (path == (solo_phase ? RowPath::kSolo : RowPath::kTeam)) {
-      select_row_in_shared<T>(p, r, team, keys, select_storage, [&]() {
-        if (solo_phase) claim_next_row(p, state);
-      });
+      select_row_in_shared<T>(
+          p, r, team, keys, select_storage, [&]() {
+            if (solo_phase) claim_next_row(p, state);
+          },
+          [&]() { issue_prefetch(state); });
       continue;
     }
+    issue_prefetch(state);
     if (solo_phase) claim_next_row(p, state);  // short rows are quick, team rows done: nothing to hide behind
     if (!solo_phase || (path != RowPath::kShort && path != RowPath::kGlobal)) continue;  // done by its team
     const RowOutput<T> output = row_output<T>(p, r, w);
