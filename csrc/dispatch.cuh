@@ -153,11 +153,10 @@ __device__ __forceinline__ bool finish_reads_output(const Params& p) {
 
 // Row r by this CTA's team: its slice into shared memory, then the team's selection (team.cuh). A
 // solo row is the one slice of a team of one.
-template <typename T, class OnLoadsIssued, class OnLoaded>
+template <typename T, class OnLoadsIssued>
 __device__ __forceinline__ void select_row_in_shared(const Params& p, int r, Team& team, uint32_t* keys,
                                                      typename BlockSelect<Policy::kThreads>::TempStorage& ts,
-                                                     const OnLoadsIssued& on_loads_issued, const OnLoaded& on_loaded,
-                                                     int in_flight) {
+                                                     const OnLoadsIssued& on_loads_issued) {
   constexpr int kThreads = Policy::kThreads;
   using Select = BlockSelect<kThreads>;
   team.reclaim();  // the team has read this CTA's histogram and counts of the previous row
@@ -169,9 +168,8 @@ __device__ __forceinline__ void select_row_in_shared(const Params& p, int r, Tea
   PERSISTENT_TOPK_STAMP(1);
   __syncthreads();
   load_row<kThreads, T>(static_cast<const T*>(p.logits) + static_cast<int64_t>(r) * p.row_pitch + w.start + first,
-                        length, keys, ts, on_loads_issued, in_flight);
+                        length, keys, ts, on_loads_issued);
   __syncthreads();
-  on_loaded();
   PERSISTENT_TOPK_STAMP(2);
   const int spare = spare_offset(length);
   const int m = min(p.k, w.n);
@@ -189,20 +187,13 @@ struct WorkState {
   enum Phase : int { kTeamRows = 0, kTeamRowsDone = 1, kSoloRows = 2, kDone = 3 };
   int phase;
   int row;                  // the row to select now
-  int upcoming;             // the row this CTA selects after it, where known (else -1)
-  // This CTA's slice of the upcoming row, to prefetch into L2 once the current row is loaded (earlier,
-  // it would take bandwidth from the loads that the current row waits for); 0 bytes: none.
-  const void* prefetch;
-  uint32_t prefetch_bytes;
   int batch;                // team phase: first of the 32 rows looked at (batch + j * clusters)
   uint32_t team_rows_left;  // team phase: of those, the team rows not yet selected (bit j)
   uint32_t item;            // solo phase: this CTA's current row
-  uint32_t next_item;       // solo phase: the row after it (known one row ahead, so prefetched)
   uint32_t claim;           // solo phase: the queue's answer to this CTA's latest claim
 };
 
-// Warp 0: the next row of this CTA into `state` (see the kernel for the order), and the row after it
-// where known.
+// Warp 0: the next row of this CTA into `state` (see the kernel for the order).
 __device__ __forceinline__ void next_row(const Params& p, WorkState& state) {
   const int lane = threadIdx.x % 32;
   const uint32_t rows = static_cast<uint32_t>(p.rows);
@@ -226,7 +217,6 @@ __device__ __forceinline__ void next_row(const Params& p, WorkState& state) {
         state.row = batch + (__ffs(left) - 1) * clusters;
         left &= left - 1u;
         state.batch = left == 0u ? batch + 32 * clusters : batch;
-        state.upcoming = left == 0u ? -1 : batch + (__ffs(left) - 1) * clusters;
       }
       state.team_rows_left = left;
     }
@@ -235,11 +225,8 @@ __device__ __forceinline__ void next_row(const Params& p, WorkState& state) {
   if (lane != 0) return;
   if (phase == WorkState::kTeamRowsDone) {
     state.phase = WorkState::kSoloRows;
-    state.item = blockIdx.x;
-    state.next_item = blockIdx.x + gridDim.x;
-  } else {  // the previous solo row is done: its claim names the row after the next one
-    state.item = state.next_item;
-    state.next_item = 2 * gridDim.x + state.claim;
+  } else {  // the previous solo row is done: its claim names the next one
+    state.item = gridDim.x + state.claim;
     if (state.claim == rows - 1) p.queue[0] = 0u;  // the launch's last claim: reset for the next launch
   }
   if (state.item >= rows) {
@@ -247,24 +234,6 @@ __device__ __forceinline__ void next_row(const Params& p, WorkState& state) {
     return;
   }
   state.row = static_cast<int>(state.item);
-  state.upcoming = state.next_item < rows ? static_cast<int>(state.next_item) : -1;
-}
-
-// Thread 0: what to prefetch of `row` (window w), which this CTA selects next if it takes `path`: its
-// slice, brought into L2 while the current row is selected, so that its loads wait on L2 rather than
-// on HBM. Only a hint: nothing waits for it.
-template <typename T>
-__device__ __forceinline__ void plan_prefetch(const Params& p, int row, const RowWindow& w, RowPath path,
-                                              const Team& team, WorkState& state) {
-  state.prefetch_bytes = 0;
-  if (row < 0 || plan_row(p, w.n) != path) return;
-  const TeamSlices slices = TeamSlices::of(w.n, team.size, Policy::kSliceAlign);
-  const int rank = team.rank();
-  state.prefetch = static_cast<const T*>(p.logits) + static_cast<int64_t>(row) * p.row_pitch + w.start + slices.first(rank);
-  state.prefetch_bytes = static_cast<uint32_t>(slices.length(rank, w.n) * sizeof(T));
-}
-__device__ __forceinline__ void issue_prefetch(const WorkState& state) {
-  if (threadIdx.x == 0) prefetch_to_l2(state.prefetch, state.prefetch_bytes);
 }
 
 // Thread 0 claims the row after this one, while the row's loads are in flight: the claim's round
@@ -279,8 +248,8 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
   constexpr int kThreads = Policy::kThreads;
   using Select = BlockSelect<kThreads>;
   // 128-byte aligned whatever the static shared memory before it adds up to: a warp's 512-byte
-  // cp.async fills and 16-byte reads of keys then touch 4 128-byte lines, not 5 (an offset of 16 bytes,
-  // once, made every row's load ~40% slower).
+  // cp.async fills and 16-byte reads of keys then touch 4 128-byte lines, not 5 (an offset of 16 bytes
+  // made every row's load ~40% slower in an experiment).
   extern __shared__ __align__(128) uint4 dynamic_smem[];
   uint32_t* keys = reinterpret_cast<uint32_t*>(dynamic_smem);  // [Policy::kSmemKeys]
   __shared__ typename Select::TempStorage select_storage;
@@ -293,11 +262,10 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
   // reads the same lengths and so walks the same rows through the same barriers. Long rows thus go
   // first, as longest-first scheduling wants.
   //
-  // Then every other row by one CTA. Each CTA starts on rows blockIdx.x and blockIdx.x + gridDim.x
-  // without touching the queue; the queue hands out rows 2 gridDim.x and up. A CTA thus always knows
-  // the row after its current one and prefetches it. The queue resets itself: every CTA claims one row
-  // per row it visits, so a launch makes exactly `rows` claims, and the CTA whose claim is the last
-  // one (claim == rows - 1) knows nothing touches the counter again.
+  // Then every other row by one CTA. Each CTA starts on row blockIdx.x without touching the queue;
+  // the queue hands out rows gridDim.x and up. The queue resets itself: every CTA whose first row
+  // exists claims one row past each row it visits, so a launch makes exactly `rows` claims, and the
+  // CTA whose claim is the last one (claim == rows - 1) knows nothing touches the counter again.
   PERSISTENT_TOPK_STAMP(0);
   const bool team_rows_possible = p.stride > p.team_min_length;
   Team team = team_rows_possible ? Team::of_cluster(p.team_size) : Team::solo();
@@ -305,17 +273,7 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
     state.phase = team_rows_possible ? WorkState::kTeamRows : WorkState::kTeamRowsDone;
     state.batch = static_cast<int>(blockIdx.x) / p.team_size;
     state.team_rows_left = 0u;
-  }
-  // In a plain launch every CTA's first row is blockIdx.x, and for float32 logits whose window starts at
-  // column 0 its place is known before its length: the whole stride starts loading while the length
-  // is read (one memory round trip saved on the row, which is every row of a batch no larger than the
-  // grid). Columns past the length are read but never used; the row's stride lies within the logits.
-  const int32_t* first_row = static_cast<const int32_t*>(p.logits) + static_cast<int64_t>(blockIdx.x) * p.row_pitch;
-  int in_flight = 0;  // words of keys being copied for the first row
-  if (sizeof(T) == 4 && !team_rows_possible && p.window_mode != kWindowPrefill && p.stride > p.k &&
-      p.stride <= Policy::kSoloMaxKeys && (reinterpret_cast<uintptr_t>(first_row) & 15u) == 0) {
-    in_flight = p.stride / 4 * 4;
-    copy_words_async<Policy::kThreads>(reinterpret_cast<const uint32_t*>(first_row), in_flight, keys);
+    state.item = blockIdx.x;
   }
   for (;;) {
     __syncthreads();  // the previous row's shared state is free; `state` is written
@@ -329,27 +287,15 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
       team = Team::solo();
       continue;
     }
-    // Thread 0 reads the upcoming row's window along with this one's: one round trip for both.
-    const int upcoming = threadIdx.x == 0 ? state.upcoming : -1;
-    const RowWindow ahead = upcoming >= 0 ? row_window(p, upcoming) : RowWindow{0, 0};
     const RowWindow w = row_window(p, r);
     const RowPath path = plan_row(p, w.n);
     const bool solo_phase = phase == WorkState::kSoloRows;
-    if (threadIdx.x == 0) plan_prefetch<T>(p, upcoming, ahead, solo_phase ? RowPath::kSolo : RowPath::kTeam, team, state);
     if (path == (solo_phase ? RowPath::kSolo : RowPath::kTeam)) {
-      select_row_in_shared<T>(
-          p, r, team, keys, select_storage, [&]() {
-            if (solo_phase) claim_next_row(p, state);
-          },
-          [&]() { issue_prefetch(state); }, in_flight);
-      in_flight = 0;
+      select_row_in_shared<T>(p, r, team, keys, select_storage, [&]() {
+        if (solo_phase) claim_next_row(p, state);
+      });
       continue;
     }
-    if (in_flight != 0) {  // the first row took another path: its copies must land before keys is reused
-      wait_async_copies();
-      in_flight = 0;
-    }
-    issue_prefetch(state);
     if (solo_phase) claim_next_row(p, state);  // short rows are quick, team rows done: nothing to hide behind
     if (!solo_phase || (path != RowPath::kShort && path != RowPath::kGlobal)) continue;  // done by its team
     const RowOutput<T> output = row_output<T>(p, r, w);

@@ -81,33 +81,14 @@ __device__ __forceinline__ void copy_async_16(void* shared_dst, const void* glob
 }
 __device__ __forceinline__ void wait_async_copies() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
-// [src, src + bytes) into L2 by one bulk prefetch from one thread: a hint that nothing waits for. The
-// range is widened to 16-byte boundaries (the instruction's unit), which stays within the 16-byte
-// blocks that hold the range's first and last bytes.
-__device__ __forceinline__ void prefetch_to_l2(const void* src, int64_t bytes) {
-  if (bytes <= 0) return;
-  const size_t address = __cvta_generic_to_global(src);
-  const size_t lo = address & ~static_cast<size_t>(15);
-  const size_t hi = (address + static_cast<size_t>(bytes) + 15) & ~static_cast<size_t>(15);
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(lo), "r"(static_cast<uint32_t>(hi - lo)) : "memory");
-}
-
-// The first `words` (a multiple of 4) words of a 16-byte aligned src into keys, asynchronously: each
-// thread copies the 16-byte vectors v = threadIdx.x + j * kThreads, as load_words() does.
-template <int kThreads>
-__device__ __forceinline__ void copy_words_async(const uint32_t* src, int words, uint32_t* keys) {
-  for (int v = threadIdx.x; v < words / 4; v += kThreads) copy_async_16(keys + 4 * v, src + 4 * v);
-}
-
 // 4-byte words (float32 logits, or keys already) -> keys[0, n), counting the first digit. A 16-byte
 // aligned source is copied asynchronously as raw words and converted in place; otherwise each word
 // goes through registers. `to_key_of(word)` converts one word; on_issued() runs once in every thread
-// while its loads are in flight. `in_flight` words (a multiple of 4, aligned source only) were already
-// issued by copy_words_async() and are not copied again.
+// while its loads are in flight.
 template <int kThreads, class ToKey, class OnIssued>
 __device__ __forceinline__ void load_words(const uint32_t* __restrict__ src, int n, uint32_t* keys,
                                            typename BlockSelect<kThreads>::TempStorage& ts, const ToKey& to_key_of,
-                                           const OnIssued& on_issued, int in_flight) {
+                                           const OnIssued& on_issued) {
   using Select = BlockSelect<kThreads>;
   if ((reinterpret_cast<uintptr_t>(src) & 15u) != 0) {
     on_issued();
@@ -119,8 +100,8 @@ __device__ __forceinline__ void load_words(const uint32_t* __restrict__ src, int
     return;
   }
   const int vector_count = n / 4;
-  for (int v = in_flight / 4 + threadIdx.x; v < vector_count; v += kThreads) copy_async_16(keys + 4 * v, src + 4 * v);
-  for (int i = max(4 * vector_count, in_flight) + threadIdx.x; i < n; i += kThreads) keys[i] = __ldcg(src + i);
+  for (int v = threadIdx.x; v < vector_count; v += kThreads) copy_async_16(keys + 4 * v, src + 4 * v);
+  for (int i = 4 * vector_count + threadIdx.x; i < n; i += kThreads) keys[i] = __ldcg(src + i);
   on_issued();
   wait_async_copies();
   __syncthreads();
@@ -159,15 +140,12 @@ struct IdentityKey {
 
 // A row's (or slice's) logits -> keys in shared memory, first digit counted (ts.hist must be zero).
 // on_issued() runs once in every thread while its loads are in flight (work that waits on memory
-// itself, such as the next row's claim, hides behind them). `in_flight` words of a 4-byte row are
-// already being copied (copy_words_async()).
+// itself, such as the next row's claim, hides behind them).
 template <int kThreads, typename T, class OnIssued>
 __device__ __forceinline__ void load_row(const T* src, int n, uint32_t* keys,
-                                         typename BlockSelect<kThreads>::TempStorage& ts, const OnIssued& on_issued,
-                                         int in_flight) {
+                                         typename BlockSelect<kThreads>::TempStorage& ts, const OnIssued& on_issued) {
   if constexpr (sizeof(T) == 4) {
-    load_words<kThreads>(reinterpret_cast<const uint32_t*>(src), n, keys, ts, Float32BitsToKey{}, on_issued,
-                         in_flight);
+    load_words<kThreads>(reinterpret_cast<const uint32_t*>(src), n, keys, ts, Float32BitsToKey{}, on_issued);
   } else {
     SharedRowLoader<kThreads, T>::load(src, n, keys, ts, on_issued);
   }
