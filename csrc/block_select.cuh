@@ -88,82 +88,94 @@ struct BlockSelect {
   // bank conflicts. False if some warp's segment overflowed (then its segment is incomplete and must
   // not be used).
   //
-  // This pass reads every key of the row and its cost is latency, so a warp takes 512 keys per chunk:
-  // four independent 16-byte loads per lane, one compare per key (t.prefix is zero below its bits, so
-  // "top bits >= prefix" is "key >= prefix"), the four loads' counts packed into one word (8 bits each,
-  // at most 128) and ranked by a single warp scan, then the keys read again and stored where ranked.
+  // This pass reads every key of the row and its cost is latency: a warp takes 512 keys per chunk
+  // (compact_chunk<4>), then what is left 128 at a time (compact_chunk<1>, bounds checked).
   __device__ static bool compact_by_warp(TempStorage& ts, const uint32_t* keys, int n, const Threshold& t,
                                          uint32_t* compacted_keys, uint32_t* positions, int segment_capacity) {
-    constexpr int kLoads = 4;                 // 16-byte loads per lane per chunk
-    constexpr int kChunk = 32 * 4 * kLoads;  // keys per warp per chunk
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int warp = threadIdx.x / 32;
     const int2 span = EvenSpans{n}(warp);
     // 32-bit shared addresses: with generic pointers the compiler rebuilt the shared window's base
     // before every store.
-    const uint32_t segment_keys =
-        static_cast<uint32_t>(__cvta_generic_to_shared(compacted_keys + warp * segment_capacity));
-    const uint32_t segment_positions =
-        static_cast<uint32_t>(__cvta_generic_to_shared(positions + warp * segment_capacity));
-    const uint32_t capacity = static_cast<uint32_t>(segment_capacity);
+    const Segment segment{static_cast<uint32_t>(__cvta_generic_to_shared(compacted_keys + warp * segment_capacity)),
+                          static_cast<uint32_t>(__cvta_generic_to_shared(positions + warp * segment_capacity)),
+                          static_cast<uint32_t>(segment_capacity)};
     uint32_t count = 0;  // keys at or above t in this warp's chunks so far
-    auto chunk = [&](int base, bool full) {
-      auto load4 = [&](int first, uint32_t(&k4)[4]) {
-        if (full || first + 4 <= span.y) {
-          const uint4 v = *reinterpret_cast<const uint4*>(keys + first);
-          k4[0] = v.x; k4[1] = v.y; k4[2] = v.z; k4[3] = v.w;
-        } else {
+    int base = span.x;
+#pragma unroll 1
+    for (; base + 512 <= span.y; base += 512) compact_chunk<4>(keys, base, span.y, t, segment, count);
+#pragma unroll 1
+    for (; base < span.y; base += 128) compact_chunk<1>(keys, base, span.y, t, segment, count);
+    if (threadIdx.x % 32 == 0) ts.segment_count[warp] = count;
+    return __syncthreads_or(count > segment.capacity) == 0;
+  }
+
+  struct Segment {
+    uint32_t keys, positions;  // shared addresses
+    uint32_t capacity;
+  };
+
+  // One chunk of compact_by_warp(): 128 * kLoads keys from `base` (those at or past `end` excluded),
+  // kLoads independent 16-byte loads per lane. One compare per key (t.prefix is zero below its bits,
+  // so "top bits >= prefix" is "key >= prefix"); the loads' counts packed into one word (8 bits each,
+  // at most 128) and ranked by a single warp scan; then the keys read again and stored where ranked.
+  template <int kLoads>
+  __device__ __forceinline__ static void compact_chunk(const uint32_t* keys, int base, int end, const Threshold& t,
+                                                       const Segment& segment, uint32_t& count) {
+    static_assert(kLoads >= 1 && kLoads <= 4, "four counts of at most 128 fit one word");
+    const int lane = threadIdx.x % 32;
+    const bool full = base + 128 * kLoads <= end;  // kLoads == 4 is only called on full chunks
+    auto load4 = [&](int first, uint32_t(&k4)[4]) {
+      if (kLoads == 4 || first + 4 <= end) {
+        const uint4 v = *reinterpret_cast<const uint4*>(keys + first);
+        k4[0] = v.x; k4[1] = v.y; k4[2] = v.z; k4[3] = v.w;
+      } else {
 #pragma unroll
-          for (int j = 0; j < 4; ++j) k4[j] = first + j < span.y ? keys[first + j] : 0u;
-        }
-      };
-      auto selected = [&](uint32_t key, int i) { return key >= t.prefix && (full || i < span.y); };
-      uint32_t packed = 0;
+        for (int j = 0; j < 4; ++j) k4[j] = first + j < end ? keys[first + j] : 0u;
+      }
+    };
+    auto selected = [&](uint32_t key, int i) { return key >= t.prefix && (kLoads == 4 || full || i < end); };
+    uint32_t packed = 0;
+#pragma unroll
+    for (int q = 0; q < kLoads; ++q) {
+      const int first = base + q * 128 + 4 * lane;
+      uint32_t k4[4];
+      load4(first, k4);
+      uint32_t c = 0;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) c += selected(k4[j], first + j);
+      packed |= c << (8 * q);
+    }
+    uint32_t inclusive = packed;
+#pragma unroll
+    for (int offset = 1; offset < 32; offset <<= 1) {
+      const uint32_t other = __shfl_up_sync(0xFFFFFFFFu, inclusive, offset);
+      if (lane >= offset) inclusive += other;
+    }
+    const uint32_t totals = __shfl_sync(0xFFFFFFFFu, inclusive, 31);
+    const uint32_t exclusive = inclusive - packed;
+    uint32_t chunk_count = 0;
+#pragma unroll
+    for (int q = 0; q < kLoads; ++q) chunk_count += (totals >> (8 * q)) & 0xFFu;
+    if (count + chunk_count <= segment.capacity) {  // else overflowed: stop writing, the caller reports it
+      uint32_t load_base = count;
 #pragma unroll
       for (int q = 0; q < kLoads; ++q) {
         const int first = base + q * 128 + 4 * lane;
         uint32_t k4[4];
         load4(first, k4);
-        uint32_t c = 0;
+        uint32_t slot = load_base + ((exclusive >> (8 * q)) & 0xFFu);
 #pragma unroll
-        for (int j = 0; j < 4; ++j) c += selected(k4[j], first + j);
-        packed |= c << (8 * q);
-      }
-      uint32_t inclusive = packed;
-#pragma unroll
-      for (int offset = 1; offset < 32; offset <<= 1) {
-        const uint32_t other = __shfl_up_sync(0xFFFFFFFFu, inclusive, offset);
-        if (lane >= offset) inclusive += other;
-      }
-      const uint32_t totals = __shfl_sync(0xFFFFFFFFu, inclusive, 31);
-      const uint32_t exclusive = inclusive - packed;
-      const uint32_t chunk_count = (totals & 0xFFu) + ((totals >> 8) & 0xFFu) + ((totals >> 16) & 0xFFu) + (totals >> 24);
-      if (count + chunk_count <= capacity) {  // else overflowed: stop writing, report it below
-        uint32_t load_base = count;
-#pragma unroll
-        for (int q = 0; q < kLoads; ++q) {
-          const int first = base + q * 128 + 4 * lane;
-          uint32_t k4[4];
-          load4(first, k4);
-          uint32_t slot = load_base + ((exclusive >> (8 * q)) & 0xFFu);
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            if (selected(k4[j], first + j)) {
-              store_shared(segment_keys + 4 * slot, k4[j]);
-              store_shared(segment_positions + 4 * slot, static_cast<uint32_t>(first + j));
-              ++slot;
-            }
+        for (int j = 0; j < 4; ++j) {
+          if (selected(k4[j], first + j)) {
+            store_shared(segment.keys + 4 * slot, k4[j]);
+            store_shared(segment.positions + 4 * slot, static_cast<uint32_t>(first + j));
+            ++slot;
           }
-          load_base += (totals >> (8 * q)) & 0xFFu;
         }
+        load_base += (totals >> (8 * q)) & 0xFFu;
       }
-      count += chunk_count;
-    };
-    const int full_end = span.x + (span.y - span.x) / kChunk * kChunk;
-#pragma unroll 1
-    for (int base = span.x; base < full_end; base += kChunk) chunk(base, true);
-    if (full_end < span.y) chunk(full_end, false);
-    if (lane == 0) ts.segment_count[warp] = count;
-    return __syncthreads_or(count > capacity) == 0;
+    }
+    count += chunk_count;
   }
 
   // A team searches its histograms in two levels, so that little crosses distributed shared memory

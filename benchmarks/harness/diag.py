@@ -3,8 +3,10 @@
     python benchmarks/harness/diag.py DIR_WITH_LIBS [case-substring ...]
 
 For each libpt_*.so and each chosen suite case: exactness against the CPU oracle, then the median µs of
-a CUDA-graph replay with the L2 flushed (as the benchmark), without the flush, and of a graph holding two
-back-to-back launches (the second runs with warm code and L2), so cold-start costs show separately.
+a CUDA-graph replay with the L2 flushed (as the benchmark); "cold+" and "warm+": what the launch adds
+to a graph (L2 flushed) after a trivial kernel, and after a small launch of this kernel that ran
+every path's code, so the cost of fetching cold instructions shows apart from cold data; and a graph
+holding two back-to-back launches (the second runs with warm code and L2).
 PT_TEAM_MIN="-1,4096,16384" (environment) times each library with the team threshold forced to each
 value (-1: the policy's own choice).
 """
@@ -51,7 +53,11 @@ def main():
         logits = torch.randn((case["rows"], stride), generator=gen, device="cuda")
         want, _ = reference.reference_topk(logits.cpu(), lengths, K)
         data.append((case["name"], logits, lengths.cuda(), want))
-    print(f"{'variant':14s} {'case':26s} {'flush':>8s} {'noflush':>8s} {'2x':>8s}  exact")
+    # The warm-up launch: 8 team rows and one solo row (a few-row launch has both paths).
+    warm_lengths = torch.tensor([131072] * 8 + [4096], dtype=torch.int32, device="cuda")
+    warm_logits = torch.randn((9, 131072), generator=gen, device="cuda")
+    warm_out = torch.empty((9, K), dtype=torch.int32, device="cuda")
+    print(f"{'variant':14s} {'case':26s} {'flush':>8s} {'cold+':>8s} {'warm+':>8s} {'2x':>8s}  exact")
     for lib_path in sorted(libdir.glob("libpt_*.so")):
         lib = ctypes.CDLL(str(lib_path))
         if hasattr(lib, "pt_resident") and lib.pt_resident(ctypes.byref(ctas), ctypes.byref(clusters)) == 0:
@@ -66,17 +72,29 @@ def main():
             ws = torch.zeros(lib.pt_workspace_bytes(rows, stride), dtype=torch.uint8, device="cuda")
             out = torch.empty((rows, K), dtype=torch.int32, device="cuda")
 
+            warm_ws = torch.zeros(lib.pt_workspace_bytes(9, 131072), dtype=torch.uint8, device="cuda")
+
             def launch():
                 rc = lib.pt_launch(logits.data_ptr(), logits.stride(0), rows, stride, lengths.data_ptr(), K,
                                    out.data_ptr(), ws.data_ptr(), team_min, torch.cuda.current_stream().cuda_stream)
                 assert rc == 0, rc
 
+            def warm_up():
+                rc = lib.pt_launch(warm_logits.data_ptr(), warm_logits.stride(0), 9, 131072, warm_lengths.data_ptr(), K,
+                                   warm_out.data_ptr(), warm_ws.data_ptr(), -1, torch.cuda.current_stream().cuda_stream)
+                assert rc == 0, rc
+
             one, two = capture_graph(launch), capture_graph(lambda: (launch(), launch()))
+            warm_only, warm_then_one = capture_graph(warm_up), capture_graph(lambda: (warm_up(), launch()))
+            fill_only, fill_then_one = capture_graph(lambda: warm_out.fill_(0)), capture_graph(
+                lambda: (warm_out.fill_(0), launch()))
             out.fill_(-7)
             one.replay()
             exact = torch.equal(out.cpu(), want)
-            print(f"{name:14s} {case_name:26s} {time_graph_us(one, REPS, FLUSH):8.2f} "
-                  f"{time_graph_us(one, REPS, None):8.2f} {time_graph_us(two, REPS, FLUSH):8.2f}  "
+            warm_code_us = time_graph_us(warm_then_one, REPS, FLUSH) - time_graph_us(warm_only, REPS, FLUSH)
+            cold_code_us = time_graph_us(fill_then_one, REPS, FLUSH) - time_graph_us(fill_only, REPS, FLUSH)
+            print(f"{name:14s} {case_name:26s} {time_graph_us(one, REPS, FLUSH):8.2f} {cold_code_us:8.2f} "
+                  f"{warm_code_us:8.2f} {time_graph_us(two, REPS, FLUSH):8.2f}  "
                   f"{exact}", flush=True)
             if os.environ.get("PT_STAMPS"):
                 print_stamps(lib, one)
