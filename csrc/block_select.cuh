@@ -85,26 +85,29 @@ struct BlockSelect {
   // positions, to its own segment of `compacted_keys` and `positions` (segment_capacity words each),
   // in index order, and their number to ts.segment_count[warp]. One pass: no block-wide count first,
   // since every warp writes only its own segment; later passes read the keys contiguously, without
-  // bank conflicts. False if some warp's segment overflowed (then its segment is incomplete and must
-  // not be used).
+  // bank conflicts. The same pass adds the next digit (bits `shift` up, `digit_mask`) of the keys
+  // whose top t.bits are t.prefix to ts.hist, which must be zero: the refinement's first histogram
+  // costs no pass of its own. False if some warp's segment overflowed (then its segment is incomplete
+  // and must not be used, and ts.hist is incomplete).
   //
   // This pass reads every key of the row and its cost is latency: a warp takes 512 keys per chunk
   // (compact_chunk<4>), then what is left 128 at a time (compact_chunk<1>, bounds checked).
   __device__ static bool compact_by_warp(TempStorage& ts, const uint32_t* keys, int n, const Threshold& t,
-                                         uint32_t* compacted_keys, uint32_t* positions, int segment_capacity) {
+                                         uint32_t* compacted_keys, uint32_t* positions, int segment_capacity,
+                                         int shift, uint32_t digit_mask) {
     const int warp = threadIdx.x / 32;
     const int2 span = EvenSpans{n}(warp);
     // 32-bit shared addresses: with generic pointers the compiler rebuilt the shared window's base
     // before every store.
     const Segment segment{static_cast<uint32_t>(__cvta_generic_to_shared(compacted_keys + warp * segment_capacity)),
                           static_cast<uint32_t>(__cvta_generic_to_shared(positions + warp * segment_capacity)),
-                          static_cast<uint32_t>(segment_capacity)};
+                          static_cast<uint32_t>(segment_capacity), t.mask(), shift, digit_mask};
     uint32_t count = 0;  // keys at or above t in this warp's chunks so far
     int base = span.x;
 #pragma unroll 1
-    for (; base + 512 <= span.y; base += 512) compact_chunk<4>(keys, base, span.y, t, segment, count);
+    for (; base + 512 <= span.y; base += 512) compact_chunk<4>(ts, keys, base, span.y, t, segment, count);
 #pragma unroll 1
-    for (; base < span.y; base += 128) compact_chunk<1>(keys, base, span.y, t, segment, count);
+    for (; base < span.y; base += 128) compact_chunk<1>(ts, keys, base, span.y, t, segment, count);
     if (threadIdx.x % 32 == 0) ts.segment_count[warp] = count;
     return __syncthreads_or(count > segment.capacity) == 0;
   }
@@ -112,15 +115,19 @@ struct BlockSelect {
   struct Segment {
     uint32_t keys, positions;  // shared addresses
     uint32_t capacity;
+    uint32_t mask;  // t.mask()
+    int shift;      // the next digit's
+    uint32_t digit_mask;
   };
 
   // One chunk of compact_by_warp(): 128 * kLoads keys from `base` (those at or past `end` excluded),
   // kLoads independent 16-byte loads per lane. One compare per key (t.prefix is zero below its bits,
   // so "top bits >= prefix" is "key >= prefix"); the loads' counts packed into one word (8 bits each,
-  // at most 128) and ranked by a single warp scan; then the keys read again and stored where ranked.
+  // at most 128) and ranked by a single warp scan; then the keys read again, stored where ranked, and
+  // those of the threshold bin counted by their next digit.
   template <int kLoads>
-  __device__ __forceinline__ static void compact_chunk(const uint32_t* keys, int base, int end, const Threshold& t,
-                                                       const Segment& segment, uint32_t& count) {
+  __device__ __forceinline__ static void compact_chunk(TempStorage& ts, const uint32_t* keys, int base, int end,
+                                                       const Threshold& t, const Segment& segment, uint32_t& count) {
     static_assert(kLoads >= 1 && kLoads <= 4, "four counts of at most 128 fit one word");
     const int lane = threadIdx.x % 32;
     const bool full = base + 128 * kLoads <= end;  // kLoads == 4 is only called on full chunks
@@ -170,6 +177,7 @@ struct BlockSelect {
             store_shared(segment.keys + 4 * slot, k4[j]);
             store_shared(segment.positions + 4 * slot, static_cast<uint32_t>(first + j));
             ++slot;
+            if ((k4[j] & segment.mask) == t.prefix) atomicAdd(&ts.hist[(k4[j] >> segment.shift) & segment.digit_mask], 1u);
           }
         }
         load_base += (totals >> (8 * q)) & 0xFFu;

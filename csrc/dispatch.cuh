@@ -175,10 +175,12 @@ __device__ __forceinline__ void select_row_in_shared(const Params& p, int r, Tea
   const int m = min(p.k, w.n);
   select_in_shared<kThreads, T>(length, w.n, m, keys, ts, ColumnOf{first}, index_sink(p, r), keys + spare,
                                 Policy::kSmemKeys - spare, team);
+  PERSISTENT_TOPK_STAMP(9);
+  // Bare indices, no padding: the row is done. (The kernel's loop starts every row with a barrier, so
+  // keys and ts are free for the next one either way.)
+  if (m == p.k && !finish_reads_output(p)) return;
   if (finish_reads_output(p)) team.publish();  // the whole answer is in out before one CTA finishes it
   if (team.rank() == 0) finish_row<kThreads, T>(m, p.k, row_output<T>(p, r, w), reinterpret_cast<uint64_t*>(keys));
-  __syncthreads();  // keys and ts are free for the next row
-  PERSISTENT_TOPK_STAMP(9);
 }
 
 // Where a CTA is in the work: uniform across the CTA, so it lives in shared memory (updated by warp

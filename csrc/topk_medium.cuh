@@ -223,24 +223,31 @@ __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const 
     return;
   }
   // Compact: warp w's keys at or above the bin, and their positions, into segment w of the two
-  // halves of `spare`, in index order.
+  // halves of `spare`, in index order, counting the next digit of the bin's keys on the way.
+  const int next_width = min(Select::kDigitBits, kBits - t.bits);
+  const int next_shift = 32 - t.bits - next_width;
+  const uint32_t next_digit_mask = (1u << next_width) - 1u;
+  team.reclaim();  // every CTA has read this CTA's first-digit histogram
+  Select::zero_histogram(ts);
+  __syncthreads();
   const int segment_capacity = capacity / (2 * Select::kWarps);
   uint32_t* compacted_keys = spare;
   uint32_t* positions = spare + segment_capacity * Select::kWarps;
-  const bool compacted = Select::compact_by_warp(ts, keys, n, t, compacted_keys, positions, segment_capacity);
+  const bool compacted = Select::compact_by_warp(ts, keys, n, t, compacted_keys, positions, segment_capacity,
+                                                 next_shift, next_digit_mask);
   PERSISTENT_TOPK_STAMP(5);
   using List = KeyList<kThreads>;
   const List list{compacted ? compacted_keys : keys, compacted ? positions : nullptr, n, segment_capacity,
                   ts.segment_count, column_of.first};
   const typename List::Keys key_at{list.keys};
-  const int next_width = min(Select::kDigitBits, kBits - t.bits);
   auto recount = [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
     Select::count_digits(ts, typename List::Spans{list}, key_at, prefix, shift, digit_mask);
   };
-  team.reclaim();  // every CTA has read this CTA's first-digit histogram
-  Select::zero_histogram(ts);
-  __syncthreads();
-  recount(t, 32 - t.bits - next_width, (1u << next_width) - 1u);
+  if (!compacted) {  // a segment overflowed and the next digit went uncounted: count it over all n keys
+    Select::zero_histogram(ts);
+    __syncthreads();
+    recount(t, next_shift, next_digit_mask);
+  }
   Select::publish_histogram(ts, team);
   PERSISTENT_TOPK_STAMP(6);
   t = Select::refine(ts, t, kBits, team, recount);
