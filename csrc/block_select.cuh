@@ -81,58 +81,35 @@ struct BlockSelect {
     }
   }
 
-  // Each warp copies the keys of its span of keys[0, n) that are at or above t, with their
-  // positions, to its own segment of `compacted_keys` and `positions` (segment_capacity words each),
-  // in index order, and their number to ts.segment_count[warp]. One pass: no block-wide count first,
-  // since every warp writes only its own segment; later passes read the keys contiguously, without
-  // bank conflicts. The same pass adds the next digit (bits `shift` up, `digit_mask`) of the keys
-  // whose top t.bits are t.prefix to ts.hist, which must be zero: the refinement's first histogram
-  // costs no pass of its own. False if some warp's segment overflowed (then its segment is incomplete
-  // and must not be used, and ts.hist is incomplete).
-  //
-  // This pass reads every key of the row and its cost is latency: a warp takes 512 keys per chunk
-  // (compact_chunk<4>), then what is left 128 at a time (compact_chunk<1>, bounds checked).
-  __device__ static bool compact_by_warp(TempStorage& ts, const uint32_t* keys, int n, const Threshold& t,
-                                         uint32_t* compacted_keys, uint32_t* positions, int segment_capacity,
-                                         int shift, uint32_t digit_mask) {
-    const int warp = threadIdx.x / 32;
-    const int2 span = EvenSpans{n}(warp);
-    // 32-bit shared addresses: with generic pointers the compiler rebuilt the shared window's base
-    // before every store.
-    const Segment segment{static_cast<uint32_t>(__cvta_generic_to_shared(compacted_keys + warp * segment_capacity)),
-                          static_cast<uint32_t>(__cvta_generic_to_shared(positions + warp * segment_capacity)),
-                          static_cast<uint32_t>(segment_capacity), t.mask(), shift, digit_mask};
-    uint32_t count = 0;  // keys at or above t in this warp's chunks so far
-    int base = span.x;
+  // The warp's keys[lo, hi) that are >= bound, in order: put(rank, i, key) for each, rank counting
+  // them from 0, as long as they number at most `limit` (past it nothing more is put); returns their
+  // number. The pass behind compaction and the uncut write-out: its cost is latency, so a warp takes
+  // 512 keys per chunk, then what is left 128 at a time, bounds checked only in its last step
+  // (filter_chunk).
+  template <class Put>
+  __device__ __forceinline__ static uint32_t filter_span(const uint32_t* keys, int lo, int hi, uint32_t bound,
+                                                         const Put& put, uint32_t limit) {
+    uint32_t count = 0;
+    int base = lo;
 #pragma unroll 1
-    for (; base + 512 <= span.y; base += 512) compact_chunk<4>(ts, keys, base, span.y, t, segment, count);
+    for (; base + 512 <= hi; base += 512) filter_chunk<4, true>(keys, base, hi, bound, put, limit, count);
 #pragma unroll 1
-    for (; base < span.y; base += 128) compact_chunk<1>(ts, keys, base, span.y, t, segment, count);
-    if (threadIdx.x % 32 == 0) ts.segment_count[warp] = count;
-    return __syncthreads_or(count > segment.capacity) == 0;
+    for (; base + 128 <= hi; base += 128) filter_chunk<1, true>(keys, base, hi, bound, put, limit, count);
+    if (base < hi) filter_chunk<1, false>(keys, base, hi, bound, put, limit, count);
+    return count;
   }
 
-  struct Segment {
-    uint32_t keys, positions;  // shared addresses
-    uint32_t capacity;
-    uint32_t mask;  // t.mask()
-    int shift;      // the next digit's
-    uint32_t digit_mask;
-  };
-
-  // One chunk of compact_by_warp(): 128 * kLoads keys from `base` (those at or past `end` excluded),
-  // kLoads independent 16-byte loads per lane. One compare per key (t.prefix is zero below its bits,
-  // so "top bits >= prefix" is "key >= prefix"); the loads' counts packed into one word (8 bits each,
-  // at most 128) and ranked by a single warp scan; then the keys read again, stored where ranked, and
-  // those of the threshold bin counted by their next digit.
-  template <int kLoads>
-  __device__ __forceinline__ static void compact_chunk(TempStorage& ts, const uint32_t* keys, int base, int end,
-                                                       const Threshold& t, const Segment& segment, uint32_t& count) {
+  // One chunk of filter_span(): 128 * kLoads keys from `base` (unless kFull, those at or past `end`
+  // excluded), kLoads independent 16-byte loads per lane, one compare per key, the loads' counts
+  // packed into one word (8 bits each, at most 128) and ranked by a single warp scan; then the keys
+  // are read again and put where ranked.
+  template <int kLoads, bool kFull, class Put>
+  __device__ __forceinline__ static void filter_chunk(const uint32_t* keys, int base, int end, uint32_t bound,
+                                                      const Put& put, uint32_t limit, uint32_t& count) {
     static_assert(kLoads >= 1 && kLoads <= 4, "four counts of at most 128 fit one word");
     const int lane = threadIdx.x % 32;
-    const bool full = base + 128 * kLoads <= end;  // kLoads == 4 is only called on full chunks
     auto load4 = [&](int first, uint32_t(&k4)[4]) {
-      if (kLoads == 4 || first + 4 <= end) {
+      if (kFull || first + 4 <= end) {
         const uint4 v = *reinterpret_cast<const uint4*>(keys + first);
         k4[0] = v.x; k4[1] = v.y; k4[2] = v.z; k4[3] = v.w;
       } else {
@@ -140,7 +117,7 @@ struct BlockSelect {
         for (int j = 0; j < 4; ++j) k4[j] = first + j < end ? keys[first + j] : 0u;
       }
     };
-    auto selected = [&](uint32_t key, int i) { return key >= t.prefix && (kLoads == 4 || full || i < end); };
+    auto selected = [&](uint32_t key, int i) { return key >= bound && (kFull || i < end); };
     uint32_t packed = 0;
 #pragma unroll
     for (int q = 0; q < kLoads; ++q) {
@@ -163,27 +140,50 @@ struct BlockSelect {
     uint32_t chunk_count = 0;
 #pragma unroll
     for (int q = 0; q < kLoads; ++q) chunk_count += (totals >> (8 * q)) & 0xFFu;
-    if (count + chunk_count <= segment.capacity) {  // else overflowed: stop writing, the caller reports it
+    if (count + chunk_count <= limit) {
       uint32_t load_base = count;
 #pragma unroll
       for (int q = 0; q < kLoads; ++q) {
         const int first = base + q * 128 + 4 * lane;
         uint32_t k4[4];
         load4(first, k4);
-        uint32_t slot = load_base + ((exclusive >> (8 * q)) & 0xFFu);
+        uint32_t rank = load_base + ((exclusive >> (8 * q)) & 0xFFu);
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
-          if (selected(k4[j], first + j)) {
-            store_shared(segment.keys + 4 * slot, k4[j]);
-            store_shared(segment.positions + 4 * slot, static_cast<uint32_t>(first + j));
-            ++slot;
-            if ((k4[j] & segment.mask) == t.prefix) atomicAdd(&ts.hist[(k4[j] >> segment.shift) & segment.digit_mask], 1u);
-          }
+          if (selected(k4[j], first + j)) put(rank++, first + j, k4[j]);
         }
         load_base += (totals >> (8 * q)) & 0xFFu;
       }
     }
     count += chunk_count;
+  }
+
+  // Each warp copies the keys of its span of keys[0, n) that are at or above t, with their
+  // positions, to its own segment of `compacted_keys` and `positions` (segment_capacity words each),
+  // in index order, and their number to ts.segment_count[warp]. One pass: no block-wide count first,
+  // since every warp writes only its own segment; later passes read the keys contiguously, without
+  // bank conflicts. False if some warp's segment overflowed (then its segment is incomplete and must
+  // not be used). t.prefix is zero below its bits, so "top bits >= prefix" is "key >= prefix".
+  __device__ static bool compact_by_warp(TempStorage& ts, const uint32_t* keys, int n, const Threshold& t,
+                                         uint32_t* compacted_keys, uint32_t* positions, int segment_capacity) {
+    const int warp = threadIdx.x / 32;
+    const int2 span = EvenSpans{n}(warp);
+    // 32-bit shared addresses: with generic pointers the compiler rebuilt the shared window's base
+    // before every store.
+    const uint32_t segment_keys =
+        static_cast<uint32_t>(__cvta_generic_to_shared(compacted_keys + warp * segment_capacity));
+    const uint32_t segment_positions =
+        static_cast<uint32_t>(__cvta_generic_to_shared(positions + warp * segment_capacity));
+    const uint32_t capacity = static_cast<uint32_t>(segment_capacity);
+    const uint32_t count = filter_span(
+        keys, span.x, span.y, t.prefix,
+        [&](uint32_t slot, int i, uint32_t key) {
+          store_shared(segment_keys + 4 * slot, key);
+          store_shared(segment_positions + 4 * slot, static_cast<uint32_t>(i));
+        },
+        capacity);
+    if (threadIdx.x % 32 == 0) ts.segment_count[warp] = count;
+    return __syncthreads_or(count > capacity) == 0;
   }
 
   // A team searches its histograms in two levels, so that little crosses distributed shared memory
@@ -339,93 +339,29 @@ struct BlockSelect {
     return make_uint2(above_before + lower.x, at_before + lower.y);
   }
 
-  // Emission when no tie is cut (t.all_at_selected, the usual case): a key is selected iff its prefix
-  // is >= t.prefix, one predicate. Each lane takes four consecutive keys from each of kLoads 16-byte
-  // loads per step; the per-lane counts travel packed in one word (8 bits each, at most 128) through
-  // a single warp scan, so ranks cost ~0.1 instruction per key instead of
-  // the ballots of the general emit(). Returns this CTA's count; writes nothing if it exceeds `limit`.
-  template <class IndexOf, class Sink>
-  __device__ __forceinline__ static int emit_shared_uncut(TempStorage& ts, const uint32_t* keys, int n,
-                                                          const IndexOf& index_of, const Threshold& t,
-                                                          const Sink& sink, Team& team, int limit = 0x7FFFFFFF) {
-    // 16-byte loads per lane per step: two keep the unrolled step within 64 registers (four spilled).
-    constexpr int kLoads = 2;
-    constexpr int kStep = 32 * 4 * kLoads;   // keys per warp per step
+  // Emission when no tie is cut (t.all_at_selected, the usual case): a key is selected iff it is >=
+  // t.prefix (zero below its bits), one predicate. Each warp counts what its span (spans(warp) of
+  // keys[]) selects, learns how much the warps (and the team's CTAs) before it select, and writes its
+  // keys at those positions through filter_span(), in index order: index_of(i) for keys[i].
+  template <class Spans, class IndexOf, class Sink>
+  __device__ static void emit_uncut(TempStorage& ts, const Spans& spans, const uint32_t* keys,
+                                    const IndexOf& index_of, const Threshold& t, const Sink& sink, Team& team) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int span = ((n + kWarps - 1) / kWarps + kStep - 1) / kStep * kStep;
-    const int lo = min(n, warp * span), hi = min(n, lo + span);
-
-    auto load4 = [&](int first, uint32_t(&k4)[4]) {
-      if (first + 4 <= hi) {
-        const uint4 v = *reinterpret_cast<const uint4*>(keys + first);
-        k4[0] = v.x; k4[1] = v.y; k4[2] = v.z; k4[3] = v.w;
-      } else {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) k4[j] = first + j < hi ? keys[first + j] : 0u;
-      }
-    };
-    // t.prefix is zero below its bits: "top bits >= prefix" is "key >= prefix".
-    auto selected = [&](uint32_t key, int i) { return i < hi && key >= t.prefix; };
-
-    uint32_t count = 0;
-    for (int base = lo; base < hi; base += kStep) {
-#pragma unroll
-      for (int q = 0; q < kLoads; ++q) {
-        const int first = base + q * 128 + 4 * lane;
-        uint32_t k4[4];
-        load4(first, k4);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) count += selected(k4[j], first + j);
-      }
-    }
-#pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1) count += __shfl_xor_sync(0xFFFFFFFFu, count, offset);
+    const int2 span = spans(warp);
+    const uint32_t count = filter_span(keys, span.x, span.y, t.prefix, [](uint32_t, int, uint32_t) {}, 0u);
     if (lane == 0) {
       ts.warp_above[warp] = count;
       ts.warp_at[warp] = 0;
     }
     __syncthreads();
-    int total = 0;
-    for (int w = 0; w < kWarps; ++w) total += static_cast<int>(ts.warp_above[w]);
-    if (total > limit) {
-      __syncthreads();  // ts.warp_* free for reuse
-      return total;
-    }
-    uint32_t position = offsets_before_warp(ts, team).x;
-
-    for (int base = lo; base < hi; base += kStep) {
-      uint32_t k[kLoads][4];
-      uint32_t packed = 0;
-#pragma unroll
-      for (int q = 0; q < kLoads; ++q) {
-        const int first = base + q * 128 + 4 * lane;
-        load4(first, k[q]);
-        uint32_t c = 0;
-#pragma unroll
-        for (int j = 0; j < 4; ++j) c += selected(k[q][j], first + j);
-        packed |= c << (8 * q);
-      }
-      uint32_t inclusive = packed;
-#pragma unroll
-      for (int offset = 1; offset < 32; offset <<= 1) {
-        const uint32_t other = __shfl_up_sync(0xFFFFFFFFu, inclusive, offset);
-        if (lane >= offset) inclusive += other;
-      }
-      const uint32_t totals = __shfl_sync(0xFFFFFFFFu, inclusive, 31);
-      const uint32_t exclusive = inclusive - packed;
-#pragma unroll
-      for (int q = 0; q < kLoads; ++q) {
-        const int first = base + q * 128 + 4 * lane;
-        uint32_t slot = position + ((exclusive >> (8 * q)) & 0xFFu);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          if (selected(k[q][j], first + j)) sink.put(static_cast<int>(slot++), index_of(first + j), k[q][j]);
-        }
-        position += (totals >> (8 * q)) & 0xFFu;
-      }
-    }
+    // Lower ranks of a team emit the same way (every CTA sees the same t): their counts are all "above".
+    const uint2 before = offsets_before_warp(ts, team);
+    const uint32_t position = before.x + before.y;
+    filter_span(
+        keys, span.x, span.y, t.prefix,
+        [&](uint32_t rank, int i, uint32_t key) { sink.put(static_cast<int>(position + rank), index_of(i), key); },
+        0xFFFFFFFFu);
     __syncthreads();  // the sink's writes are visible to the whole block; ts.warp_* free for reuse
-    return total;
   }
 
   // Emit the selection in ascending index order: each warp owns a contiguous span of the list (in

@@ -218,41 +218,40 @@ __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const 
                   at == static_cast<uint32_t>(m) - above};
     __syncthreads();  // ts.digit/count_* read by everyone
   }
-  if (t.all_at_selected) {  // one call site: the emission is the largest code of the kernel
-    Select::emit_shared_uncut(ts, keys, n, column_of, t, sink, team);
-    return;
-  }
-  // Compact: warp w's keys at or above the bin, and their positions, into segment w of the two
-  // halves of `spare`, in index order, counting the next digit of the bin's keys on the way.
-  const int next_width = min(Select::kDigitBits, kBits - t.bits);
-  const int next_shift = 32 - t.bits - next_width;
-  const uint32_t next_digit_mask = (1u << next_width) - 1u;
-  team.reclaim();  // every CTA has read this CTA's first-digit histogram
-  Select::zero_histogram(ts);
-  __syncthreads();
-  const int segment_capacity = capacity / (2 * Select::kWarps);
-  uint32_t* compacted_keys = spare;
-  uint32_t* positions = spare + segment_capacity * Select::kWarps;
-  const bool compacted = Select::compact_by_warp(ts, keys, n, t, compacted_keys, positions, segment_capacity,
-                                                 next_shift, next_digit_mask);
-  PERSISTENT_TOPK_STAMP(5);
   using List = KeyList<kThreads>;
-  const List list{compacted ? compacted_keys : keys, compacted ? positions : nullptr, n, segment_capacity,
-                  ts.segment_count, column_of.first};
-  const typename List::Keys key_at{list.keys};
-  auto recount = [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
-    Select::count_digits(ts, typename List::Spans{list}, key_at, prefix, shift, digit_mask);
-  };
-  if (!compacted) {  // a segment overflowed and the next digit went uncounted: count it over all n keys
+  List list{keys, nullptr, n, 0, ts.segment_count, column_of.first};  // all n keys
+  if (!t.all_at_selected) {
+    // Compact: warp w's keys at or above the bin, and their positions, into segment w of the two
+    // halves of `spare`, in index order. Segments start 16 bytes apart (the write-out reads them so).
+    const int segment_capacity = capacity / (2 * Select::kWarps) & ~3;
+    uint32_t* compacted_keys = spare;
+    uint32_t* positions = spare + segment_capacity * Select::kWarps;
+    if (Select::compact_by_warp(ts, keys, n, t, compacted_keys, positions, segment_capacity)) {
+      list = List{compacted_keys, positions, n, segment_capacity, ts.segment_count, column_of.first};
+    }
+    PERSISTENT_TOPK_STAMP(5);
+    const typename List::Keys key_at{list.keys};
+    const int next_width = min(Select::kDigitBits, kBits - t.bits);
+    auto recount = [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
+      Select::count_digits(ts, typename List::Spans{list}, key_at, prefix, shift, digit_mask);
+    };
+    team.reclaim();  // every CTA has read this CTA's first-digit histogram
     Select::zero_histogram(ts);
     __syncthreads();
-    recount(t, next_shift, next_digit_mask);
+    recount(t, 32 - t.bits - next_width, (1u << next_width) - 1u);
+    Select::publish_histogram(ts, team);
+    PERSISTENT_TOPK_STAMP(6);
+    t = Select::refine(ts, t, kBits, team, recount);
+    PERSISTENT_TOPK_STAMP(7);
   }
-  Select::publish_histogram(ts, team);
-  PERSISTENT_TOPK_STAMP(6);
-  t = Select::refine(ts, t, kBits, team, recount);
-  PERSISTENT_TOPK_STAMP(7);
-  Select::emit(ts, typename List::Spans{list}, key_at, typename List::Columns{list}, t, sink, team);
+  // One call site each: the write-outs are the largest code of the kernel. Every CTA of a team sees
+  // the same t, so all of them write out the same way.
+  if (t.all_at_selected) {  // no tie is cut: one predicate
+    Select::emit_uncut(ts, typename List::Spans{list}, list.keys, typename List::Columns{list}, t, sink, team);
+  } else {  // the pivot key itself is decided; of the keys equal to it, the first t.need are selected
+    Select::emit(ts, typename List::Spans{list}, typename List::Keys{list.keys}, typename List::Columns{list}, t,
+                 sink, team);
+  }
   PERSISTENT_TOPK_STAMP(8);
 }
 
