@@ -1,11 +1,12 @@
 // The dispatch layer: tuning policy, the row windows of each op, the per-row path choice, the
 // workspace layout, the work queue, and the persistent kernel that ties them together.
 //
-// One launch of thread-block clusters, grid fixed by (device, occupancy, rows), never by the lengths:
-// the same launch serves any lengths <= stride and can be captured in a CUDA graph once. Every row's
-// path is chosen on the device from its own length. Clusters first select the long rows together
-// (team rows, statically spread over the clusters), then every CTA takes the other rows one at a time
-// from an atomic counter until none is left.
+// One launch, grid fixed by (device, occupancy, rows), never by the lengths: the same launch serves
+// any lengths <= stride and can be captured in a CUDA graph once. Every row's path is chosen on the
+// device from its own length. When the shape allows team rows the launch is of thread-block clusters,
+// which first select the long rows together (team rows, statically spread over the clusters); then,
+// and in plain launches from the start, every CTA takes the other rows one at a time from an atomic
+// counter until none is left.
 #pragma once
 #include <cstdint>
 
@@ -25,7 +26,7 @@ struct Policy {
   // many rows, equal on small ones; docs/perf-notes.md).
   static constexpr int kThreads = 512;
   static constexpr int kMinBlocksPerSM = 2;
-  // Keys a CTA holds in shared memory: 24K x 4 B = 96 KB; with ~13 KB of histogram and state two CTAs
+  // Keys a CTA holds in shared memory: 24K x 4 B = 96 KB; with 8.5 KB of histogram and state two CTAs
   // fit in Hopper's 228 KB per SM. Holds a solo row or a team row's slice, and behind it the keys that
   // survive the first digit (compacted).
   static constexpr int kSmemKeys = 24576;

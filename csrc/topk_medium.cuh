@@ -200,7 +200,8 @@ struct KeyList {
 // the bin (about k plus one bin over the team) into `spare`, in index order (one segment per warp),
 // and every later pass and the write-out run over that short list. If a segment overflows
 // (adversarial input: most keys share the bin), the passes run over all n keys instead: exactness
-// never depends on a buffer's size.
+// never depends on a buffer's size. The write-out is one predicate (key >= threshold) unless a tie is
+// cut at the pivot key.
 template <int kThreads, typename T>
 __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const uint32_t* keys,
                                                  typename BlockSelect<kThreads>::TempStorage& ts, ColumnOf column_of,
@@ -222,8 +223,9 @@ __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const 
   List list{keys, nullptr, n, 0, ts.segment_count, column_of.first};  // all n keys
   if (!t.all_at_selected) {
     // Compact: warp w's keys at or above the bin, and their positions, into segment w of the two
-    // halves of `spare`, in index order. Segments start 16 bytes apart (the write-out reads them so).
-    const int segment_capacity = capacity / (2 * Select::kWarps) & ~3;
+    // halves of `spare`, in index order. Segments start at 16-byte boundaries (the write-out reads
+    // them 16 bytes at a time).
+    const int segment_capacity = (capacity / (2 * Select::kWarps)) & ~3;
     uint32_t* compacted_keys = spare;
     uint32_t* positions = spare + segment_capacity * Select::kWarps;
     if (Select::compact_by_warp(ts, keys, n, t, compacted_keys, positions, segment_capacity)) {
