@@ -40,6 +40,10 @@ struct Policy {
   // Hopper part; a team covers rows up to 8 x kSmemKeys = 192K columns in shared memory.
   static constexpr int kMinClusterSize = 2;
   static constexpr int kMaxClusterSize = 8;
+  // What a team row costs beyond its slice, in keys, for the choice of team size in batches of many
+  // rows (launch.cuh): its digit exchanges and barriers take ~14K cycles whatever its length, its
+  // passes over a slice ~0.5 cycles per key (clock64 stamps of 16K slices, docs/perf-notes.md).
+  static constexpr int kTeamRowFixedKeys = 28672;
   // When a batch has no more rows than the grid has clusters of the largest size, most clusters
   // would idle: every row longer than this is then selected by a whole team.
   static constexpr int kTeamMinFewRows = 4096;

@@ -13,12 +13,10 @@ constexpr size_t kDynamicSmemBytes = sizeof(uint32_t) * Policy::kSmemKeys;
 // How many CTAs / clusters of the persistent kernel are resident at once on a device: the most a grid
 // ever has. Depends only on the device and the kernel, so callers compute it once per device.
 struct ResidentLimits {
-  static constexpr int kSizes = 3;  // cluster sizes 2, 4, 8
-  int ctas;                         // plain launch
-  int clusters[kSizes];             // cluster launch, by log2(cluster size) - 1
-  __host__ int clusters_of(int size) const { return clusters[size == 2 ? 0 : (size == 4 ? 1 : 2)]; }
+  int ctas;                                    // plain launch
+  int clusters[Policy::kMaxClusterSize + 1];   // cluster launch, by cluster size (from kMinClusterSize)
+  __host__ int clusters_of(int size) const { return clusters[size]; }
 };
-static_assert(Policy::kMinClusterSize == 2 && Policy::kMaxClusterSize == 8, "ResidentLimits covers sizes 2, 4, 8");
 
 template <typename T>
 cudaLaunchConfig_t launch_config(int ctas, int cluster_size, cudaStream_t stream, cudaLaunchAttribute* cluster_dims) {
@@ -48,11 +46,11 @@ cudaError_t resident_limits(ResidentLimits* limits) {
                                                            kDynamicSmemBytes);
   }
   limits->ctas = sms * per_sm;
-  for (int i = 0, size = Policy::kMinClusterSize; i < ResidentLimits::kSizes && status == cudaSuccess; ++i, size *= 2) {
+  for (int size = Policy::kMinClusterSize; size <= Policy::kMaxClusterSize && status == cudaSuccess; ++size) {
     cudaLaunchAttribute cluster_dims;
     const cudaLaunchConfig_t config = launch_config<T>(size, size, nullptr, &cluster_dims);
-    status = cudaOccupancyMaxActiveClusters(&limits->clusters[i], persistent_topk_kernel<T>, &config);
-    if (status == cudaSuccess && limits->clusters[i] < 1) status = cudaErrorInvalidConfiguration;
+    status = cudaOccupancyMaxActiveClusters(&limits->clusters[size], persistent_topk_kernel<T>, &config);
+    if (status == cudaSuccess && limits->clusters[size] < 1) status = cudaErrorInvalidConfiguration;
   }
   if (status == cudaSuccess && limits->ctas < 1) status = cudaErrorInvalidConfiguration;
   return status;
@@ -62,8 +60,11 @@ cudaError_t resident_limits(ResidentLimits* limits) {
 // graph stays valid for any lengths):
 //  - few rows (no more than the largest clusters resident): rows longer than kTeamMinFewRows are team
 //    rows, selected by teams of the largest size;
-//  - many rows: rows longer than a solo CTA holds are team rows, and teams are as small as lets a row
-//    as long as the stride fit in shared memory, so that as many long rows as possible run at once.
+//  - many rows: rows longer than a solo CTA holds are team rows, with the team size (any of 2..8 whose
+//    slices hold a row as long as the stride) that finishes `rows` such rows soonest: rounds of as many
+//    rows as clusters are resident, each costing its slice plus a fixed part (Policy). Smaller teams run
+//    more rows at once, larger ones each row sooner; 64 rows of 128K take two rounds on teams of 7
+//    (about 37 resident on an H200) where teams of 8 (30 resident) take three.
 struct TeamPolicy {
   int team_min_length;
   int team_size;  // 1: no row can be a team row (plain launch)
@@ -73,9 +74,17 @@ struct TeamPolicy {
       return TeamPolicy{Policy::kTeamMinFewRows, team_size};
     }
     if (stride <= Policy::kSoloMaxKeys) return TeamPolicy{Policy::kSoloMaxKeys, 1};
-    int team_size = Policy::kMinClusterSize;
-    while (team_size < Policy::kMaxClusterSize && static_cast<int64_t>(team_size) * Policy::kSmemKeys < stride) {
-      team_size *= 2;
+    int team_size = Policy::kMaxClusterSize;
+    int64_t best = INT64_MAX;
+    for (int size = Policy::kMinClusterSize; size <= Policy::kMaxClusterSize; ++size) {
+      const int64_t slice = TeamSlices::of(static_cast<int>(stride), size, Policy::kSliceAlign).slice_len;
+      if (slice > Policy::kSmemKeys) continue;
+      const int64_t rounds = (rows + resident.clusters_of(size) - 1) / resident.clusters_of(size);
+      const int64_t cost = rounds * (Policy::kTeamRowFixedKeys + slice);
+      if (cost < best) {
+        best = cost;
+        team_size = size;
+      }
     }
     return TeamPolicy{Policy::kSoloMaxKeys, team_size};
   }

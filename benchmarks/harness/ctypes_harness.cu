@@ -52,3 +52,13 @@ extern "C" int pt_resident(int* ctas, int* clusters) {
   *clusters = limits.clusters_of(Policy::kMaxClusterSize);
   return static_cast<int>(status);
 }
+
+// Resident clusters of every size (clusters[size] for size 2..Policy::kMaxClusterSize; 0 elsewhere).
+extern "C" int pt_resident_clusters(int* clusters, int count) {
+  ResidentLimits limits{};
+  const cudaError_t status = resident_limits<float>(&limits);
+  for (int size = 0; size < count; ++size) {
+    clusters[size] = size >= Policy::kMinClusterSize && size <= Policy::kMaxClusterSize ? limits.clusters_of(size) : 0;
+  }
+  return static_cast<int>(status);
+}

@@ -62,6 +62,10 @@ def main():
         lib = ctypes.CDLL(str(lib_path))
         if hasattr(lib, "pt_resident") and lib.pt_resident(ctypes.byref(ctas), ctypes.byref(clusters)) == 0:
             print(f"{lib_path.stem}: resident {ctas.value} CTAs, {clusters.value} clusters")
+        if hasattr(lib, "pt_resident_clusters"):
+            by_size = (ctypes.c_int * 9)()
+            if lib.pt_resident_clusters(by_size, 9) == 0:
+                print("  resident clusters by size: " + " ".join(f"{s}:{by_size[s]}" for s in range(2, 9)))
         lib.pt_workspace_bytes.restype = ctypes.c_int64
         lib.pt_workspace_bytes.argtypes = [ctypes.c_int64, ctypes.c_int64]
         lib.pt_launch.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
