@@ -109,6 +109,18 @@ def test_team_rows_among_many_solo_rows(dist, gen):
     check(logits, lengths, k, what=f"300 rows {dist}")
 
 
+# Batches of many rows pick the team size (2..8) from the shape and the device's resident clusters
+# (csrc/launch.cuh); on an H100/H200 these shapes take sizes 5, 4, 2, 6 and 7 (300 x 70000 above: 3;
+# few rows: 8).
+@pytest.mark.parametrize("rows, stride", [(40, 40_000), (100, 50_000), (200, 40_000), (36, 131_072), (64, 131_072)])
+def test_every_team_size(rows, stride, gen):
+    k = 2048
+    lengths = path_lengths(stride, k, gen, rows)
+    lengths[rows // 2:] = stride  # at least half the rows are team rows, some as long as the stride
+    logits = make_logits("normal", rows, stride, torch.float32, gen, lengths, device="cuda")
+    check(logits, lengths, k, what=f"{rows} rows of stride {stride}")
+
+
 @pytest.mark.parametrize("width, offset", [(4099, 0), (30001, 1), (77777, 3), (50, 2)])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_odd_strides_and_row_strided_views(width, offset, dtype, gen):
