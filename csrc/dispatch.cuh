@@ -33,6 +33,11 @@ struct Policy {
   // Rows up to this long may be selected by one CTA alone: 16K leaves 8K words behind the row for its
   // compacted keys (about k plus one histogram bin).
   static constexpr int kSoloMaxKeys = 16384;
+  // Slices longer than this (a solo row is a slice; decided per team, so that a team's CTAs run the
+  // same passes) compact the keys that survive the first digit before the later passes. On shorter
+  // ones the list would hold much of the slice (k = 2048 of 4K keys) and the compaction pass costs
+  // more than it saves (docs/perf-notes.md).
+  static constexpr int kCompactMinKeys = 6144;
   // CTAs per thread-block cluster, i.e. per team row, chosen per launch from the shape (launch.cuh):
   // batches with few rows take the largest team (a row's latency falls with its slices); batches
   // with many rows the smallest team whose slices hold a row as long as the stride, so that as many
@@ -179,7 +184,7 @@ __device__ __forceinline__ void select_row_in_shared(const Params& p, int r, Tea
   const int spare = spare_offset(length);
   const int m = min(p.k, w.n);
   select_in_shared<kThreads, T>(length, w.n, m, keys, ts, ColumnOf{first}, index_sink(p, r), keys + spare,
-                                Policy::kSmemKeys - spare, team);
+                                Policy::kSmemKeys - spare, slices.slice_len > Policy::kCompactMinKeys, team);
   PERSISTENT_TOPK_STAMP(9);
   // Bare indices, no padding: the row is done. (The kernel's loop starts every row with a barrier, so
   // keys and ts are free for the next one either way.)

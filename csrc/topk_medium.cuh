@@ -200,12 +200,14 @@ struct KeyList {
 // the bin (about k plus one bin over the team) into `spare`, in index order (one segment per warp),
 // and every later pass and the write-out run over that short list. If a segment overflows
 // (adversarial input: most keys share the bin), the passes run over all n keys instead: exactness
-// never depends on a buffer's size. The write-out is one predicate (key >= threshold) unless a tie is
+// never depends on a buffer's size. Without `compact` (few keys: the list would be much of them) they
+// run over all n keys from the start. The write-out is one predicate (key >= threshold) unless a tie is
 // cut at the pivot key.
 template <int kThreads, typename T>
 __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const uint32_t* keys,
                                                  typename BlockSelect<kThreads>::TempStorage& ts, ColumnOf column_of,
-                                                 const IndexSink& sink, uint32_t* spare, int capacity, Team& team) {
+                                                 const IndexSink& sink, uint32_t* spare, int capacity, bool compact,
+                                                 Team& team) {
   using Select = BlockSelect<kThreads>;
   constexpr int kBits = KeyTraits<T>::kSignificantBits;
   Threshold t{0u, 0, m, true};  // m >= row_n: every key, a zero-bit prefix they all share
@@ -228,7 +230,7 @@ __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const 
     const int segment_capacity = (capacity / (2 * Select::kWarps)) & ~3;
     uint32_t* compacted_keys = spare;
     uint32_t* positions = spare + segment_capacity * Select::kWarps;
-    if (Select::compact_by_warp(ts, keys, n, t, compacted_keys, positions, segment_capacity)) {
+    if (compact && Select::compact_by_warp(ts, keys, n, t, compacted_keys, positions, segment_capacity)) {
       list = List{compacted_keys, positions, n, segment_capacity, ts.segment_count, column_of.first};
     }
     PERSISTENT_TOPK_STAMP(5);
