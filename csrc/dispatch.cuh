@@ -40,9 +40,9 @@ struct Policy {
   static constexpr int kCompactMinKeys = 6144;
   // CTAs per thread-block cluster, i.e. per team row, chosen per launch from the shape (launch.cuh):
   // batches with few rows take the largest team (a row's latency falls with its slices); batches
-  // with many rows the smallest team whose slices hold a row as long as the stride, so that as many
-  // long rows as possible run at once. 8 is the portable cluster size, so the launch works on every
-  // Hopper part; a team covers rows up to 8 x kSmemKeys = 192K columns in shared memory.
+  // with many rows the size, among those whose slices hold a row as long as the stride, that
+  // finishes them in the fewest, shortest rounds. 8 is the portable cluster size, so the launch works
+  // on every Hopper part; a team covers rows up to 8 x kSmemKeys = 192K columns in shared memory.
   static constexpr int kMinClusterSize = 2;
   static constexpr int kMaxClusterSize = 8;
   // What a team row costs beyond its slice, in keys, for the choice of team size in batches of many

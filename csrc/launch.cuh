@@ -64,7 +64,7 @@ cudaError_t resident_limits(ResidentLimits* limits) {
 //    slices hold a row as long as the stride) that finishes `rows` such rows soonest: rounds of as many
 //    rows as clusters are resident, each costing its slice plus a fixed part (Policy). Smaller teams run
 //    more rows at once, larger ones each row sooner; 64 rows of 128K take two rounds on teams of 7
-//    (about 37 resident on an H200) where teams of 8 (30 resident) take three.
+//    (32 resident on an H200) where teams of 8 (30 resident) take three.
 struct TeamPolicy {
   int team_min_length;
   int team_size;  // 1: no row can be a team row (plain launch)
