@@ -316,7 +316,8 @@ struct BlockSelect {
       recount(t, 32 - t.bits - next_width, (1u << next_width) - 1u);
       publish_histogram(ts, team);
     }
-    __syncthreads();  // ts.digit/count_* may be reused by the caller's next search
+    // No barrier: find_digit() ended with one, and nothing writes ts.digit/count_* before the next
+    // search, which is behind several more.
     return t;
   }
 

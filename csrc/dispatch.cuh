@@ -179,8 +179,7 @@ __device__ __forceinline__ void select_row_in_shared(const Params& p, int r, Tea
   __syncthreads();
   load_row<kThreads, T>(static_cast<const T*>(p.logits) + static_cast<int64_t>(r) * p.row_pitch + w.start + first,
                         length, keys, ts, on_loads_issued);
-  __syncthreads();
-  PERSISTENT_TOPK_STAMP(2);
+  PERSISTENT_TOPK_STAMP(2);  // (select_in_shared() starts with a barrier: keys and ts.hist complete)
   const int spare = spare_offset(length);
   const int m = min(p.k, w.n);
   select_in_shared<kThreads, T>(length, w.n, m, keys, ts, ColumnOf{first}, index_sink(p, r), keys + spare,

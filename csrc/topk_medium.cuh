@@ -219,7 +219,9 @@ __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const 
     const uint32_t digit = ts.digit, above = ts.count_above, at = ts.count_at;
     t = Threshold{digit << Select::kFirstShift, Select::kDigitBits, m - static_cast<int>(above),
                   at == static_cast<uint32_t>(m) - above};
-    __syncthreads();  // ts.digit/count_* read by everyone
+    // No barrier: nothing writes ts.digit/count_* before the next search, behind several barriers.
+  } else {
+    __syncthreads();  // the keys are in shared memory (publish_histogram() is this barrier otherwise)
   }
   using List = KeyList<kThreads>;
   List list{keys, nullptr, n, 0, ts.segment_count, column_of.first};  // all n keys
