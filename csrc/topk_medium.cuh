@@ -236,10 +236,9 @@ __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const 
       list = List{compacted_keys, positions, n, segment_capacity, ts.segment_count, column_of.first};
     }
     PERSISTENT_TOPK_STAMP(5);
-    const typename List::Keys key_at{list.keys};
     const int next_width = min(Select::kDigitBits, kBits - t.bits);
     auto recount = [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
-      Select::count_digits(ts, typename List::Spans{list}, key_at, prefix, shift, digit_mask);
+      Select::count_digits_shared(ts, typename List::Spans{list}, list.keys, prefix, shift, digit_mask);
     };
     team.reclaim();  // every CTA has read this CTA's first-digit histogram
     Select::zero_histogram(ts);
