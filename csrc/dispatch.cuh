@@ -4,9 +4,9 @@
 // One launch, grid fixed by (device, occupancy, rows), never by the lengths: the same launch serves
 // any lengths <= stride and can be captured in a CUDA graph once. Every row's path is chosen on the
 // device from its own length. When the shape allows team rows the launch is of thread-block clusters,
-// which first select the long rows together (team rows, statically spread over the clusters); then,
-// and in plain launches from the start, every CTA takes the other rows one at a time from an atomic
-// counter until none is left.
+// which first select the long rows together (team rows, one cluster each, handed out by the work
+// queue); then, and in plain launches from the start, every CTA takes the other rows one at a time
+// from the queue until none is left.
 #pragma once
 #include <cstdint>
 
@@ -85,7 +85,7 @@ struct Params {
   int team_min_length;
   int team_size;
   // Workspace (WorkspaceLayout)
-  uint32_t* queue;  // [0]: rows claimed beyond the grid's first row per CTA; 0 between launches
+  uint32_t* queue;  // the work queue's counters (QueueCounter); 0 between launches
 };
 
 // Row r's valid window [start, start + n) of its logits row, clamped to [0, stride) as SPEC §3 says:
@@ -130,7 +130,7 @@ __device__ __forceinline__ RowPath plan_row(const Params& p, int n) {
   return plan_row(n, p.k, p.by_value != 0, p.team_min_length, p.team_size);
 }
 
-// The workspace: the work queue's counter, nothing per row (team rows combine through distributed
+// The workspace: the work queue's counters, nothing per row (team rows combine through distributed
 // shared memory). 256 bytes keep the layout open for the device plan.
 struct WorkspaceLayout {
   static constexpr int64_t kBytes = 256;
@@ -162,11 +162,11 @@ __device__ __forceinline__ bool finish_reads_output(const Params& p) {
 }
 
 // Row r by this CTA's team: its slice into shared memory, then the team's selection (team.cuh). A
-// solo row is the one slice of a team of one.
-template <typename T, class OnLoadsIssued>
+// solo row is the one slice of a team of one. record_claim() runs in thread 0 once the loads are in.
+template <typename T, class RecordClaim>
 __device__ __forceinline__ void select_row_in_shared(const Params& p, int r, Team& team, uint32_t* keys,
                                                      typename BlockSelect<Policy::kThreads>::TempStorage& ts,
-                                                     const OnLoadsIssued& on_loads_issued) {
+                                                     const RecordClaim& record_claim) {
   constexpr int kThreads = Policy::kThreads;
   using Select = BlockSelect<kThreads>;
   team.reclaim();  // the team has read this CTA's histogram and counts of the previous row
@@ -178,7 +178,8 @@ __device__ __forceinline__ void select_row_in_shared(const Params& p, int r, Tea
   PERSISTENT_TOPK_STAMP(1);
   __syncthreads();
   load_row<kThreads, T>(static_cast<const T*>(p.logits) + static_cast<int64_t>(r) * p.row_pitch + w.start + first,
-                        length, keys, ts, on_loads_issued);
+                        length, keys, ts);
+  if (threadIdx.x == 0) record_claim();  // before the team's next barrier, which publishes it
   PERSISTENT_TOPK_STAMP(2);  // (select_in_shared() starts with a barrier: keys and ts.hist complete)
   const int spare = spare_offset(length);
   const int m = min(p.k, w.n);
@@ -192,66 +193,208 @@ __device__ __forceinline__ void select_row_in_shared(const Params& p, int r, Tea
   if (team.rank() == 0) finish_row<kThreads, T>(m, p.k, row_output<T>(p, r, w), reinterpret_cast<uint64_t*>(keys));
 }
 
-// Where a CTA is in the work: uniform across the CTA, so it lives in shared memory (updated by warp
-// 0 between rows) and leaves every register to the selection code.
-struct WorkState {
-  enum Phase : int { kTeamRows = 0, kTeamRowsDone = 1, kSoloRows = 2, kDone = 3 };
-  int phase;
-  int row;                  // the row to select now
-  int batch;                // team phase: first of the 32 rows looked at (batch + j * clusters)
-  uint32_t team_rows_left;  // team phase: of those, the team rows not yet selected (bit j)
-  uint32_t item;            // solo phase: this CTA's current row
-  uint32_t claim;           // solo phase: the queue's answer to this CTA's latest claim
-};
+// The work queue: which row each CTA selects next. Its mechanism (counters in the workspace that reset
+// themselves, claims hidden behind a row's loads) is apart from its contents (which rows, in what
+// order: today rows in index order, found from their lengths; later a device plan's list, SPEC §5).
+//
+// Team launches (clusters) hand out rows in two phases, each over ordinals that count the rows of its
+// kind in index order (find_row() finds the row of an ordinal):
+//  - team rows: cluster c starts on team row c, then takes clusters + (its rank 0's claims on the team
+//    counter), one claim during each team row's load, read by the other CTAs of the cluster from rank
+//    0's shared memory. A cluster with a long row thus never holds a second one that an idle cluster
+//    could take (static round robin gave some clusters two team rows and others none);
+//  - every other row (short, solo and global rows) by one CTA, each taken from the solo counter: CTAs
+//    whose cluster had no team row start at once, the others join as their team rows finish.
+// Plain launches (no team rows possible) start every CTA on row blockIdx.x without touching the queue,
+// and hand out rows gridDim.x and up.
+//
+// The counters reset themselves: a launch's claims on each are counted in advance, so the CTA whose
+// claim has the last value knows that nothing touches that counter again and writes 0.
+//  - team counter: one claim per team row selected, T claims for T team rows (claims past the last
+//    ordinal fail; clusters whose first ordinal fails claim nothing; see team_claims_skipped() for
+//    launches that need no claim);
+//  - solo counter in team launches: every CTA claims until a claim fails, S + grid claims for S rows
+//    (none when S = 0);
+//  - solo counter in plain launches: every CTA claims one row past each row it visits, `rows` claims,
+//    and none at all when the grid has a CTA for every row.
+enum QueueCounter : int { kSoloCounter = 0, kTeamCounter = 1 };
+constexpr uint32_t kNoClaim = 0xFFFFFFFFu;  // a claim not made: no row has this ordinal
 
-// Warp 0: the next row of this CTA into `state` (see the kernel for the order).
-__device__ __forceinline__ void next_row(const Params& p, WorkState& state) {
-  const int lane = threadIdx.x % 32;
-  const uint32_t rows = static_cast<uint32_t>(p.rows);
-  const int phase = state.phase;
-  uint32_t left = state.team_rows_left;
-  int batch = state.batch;
-  __syncwarp();  // every lane has read `state` before lane 0 rewrites it
-  if (phase == WorkState::kTeamRows) {
-    const int clusters = static_cast<int>(gridDim.x) / p.team_size;
-    while (left == 0u && batch < p.rows) {  // look at the next 32 rows of this cluster
-      const int candidate = batch + lane * clusters;
-      left = __ballot_sync(0xFFFFFFFFu,
-                           candidate < p.rows && plan_row(p, row_window(p, candidate).n) == RowPath::kTeam);
-      if (left == 0u) batch += 32 * clusters;
-    }
-    if (lane == 0) {
-      if (left == 0u) {
-        state.phase = WorkState::kTeamRowsDone;
-        state.batch = p.rows;
-      } else {
-        state.row = batch + (__ffs(left) - 1) * clusters;
-        left &= left - 1u;
-        state.batch = left == 0u ? batch + 32 * clusters : batch;
-      }
-      state.team_rows_left = left;
-    }
-    return;
-  }
-  if (lane != 0) return;
-  if (phase == WorkState::kTeamRowsDone) {
-    state.phase = WorkState::kSoloRows;
-  } else {  // the previous solo row is done: its claim names the next one
-    state.item = gridDim.x + state.claim;
-    if (state.claim == rows - 1) p.queue[0] = 0u;  // the launch's last claim: reset for the next launch
-  }
-  if (state.item >= rows) {
-    state.phase = WorkState::kDone;
-    return;
-  }
-  state.row = static_cast<int>(state.item);
+// Where a CTA is in the work: uniform across the CTA, so it lives in shared memory (written between
+// rows, behind barriers) and leaves every register to the selection code.
+struct WorkState {
+  static constexpr int kWarps = Policy::kThreads / 32;
+  enum Phase : int { kTeamRows = 0, kSoloRows = 1 };
+  int phase;
+  int row;                  // the row selected last; -1 before the first
+  uint32_t ordinal;         // the next row's ordinal (plain launches: the row itself)
+  uint32_t claim;           // solo rows of team launches: the solo counter's answer to the latest claim
+  uint32_t team_claims[2];  // rank 0 of a cluster: the team counter's answers, by parity of team_rows
+  uint32_t team_rows;       // team rows this cluster has selected
+  // The row cursor (find_row): the ordinals a CTA asks for within a phase only grow, so each search
+  // resumes where the last one stopped. Rows before window_row are counted (cursor_count of the
+  // phase's kind); window_lanes marks the rows of the kind among the kThreads rows from window_row,
+  // one word per warp; kind_total is how many rows of the kind exist once the window holds the last row.
+  int window_row;
+  uint32_t cursor_count;
+  uint32_t kind_total;
+  uint32_t window_lanes[kWarps];
+};
+constexpr uint32_t kTotalUnknown = 0xFFFFFFFFu;
+
+__device__ __forceinline__ void reset_cursor(WorkState& s) {
+  s.window_row = -1;  // no window looked at yet
+  s.cursor_count = 0;
+  s.kind_total = kTotalUnknown;
 }
 
-// Thread 0 claims the row after this one, while the row's loads are in flight: the claim's round
-// trip hides behind them, and its answer goes straight to shared memory (not a register that lives
-// through the selection).
-__device__ __forceinline__ void claim_next_row(const Params& p, WorkState& state) {
-  if (threadIdx.x == 0) state.claim = atomicAdd(&p.queue[0], 1u);
+// Marks which of the kThreads rows from `first` are of the kind (one per thread) and moves the window
+// there; `counted` rows of the kind lie before it. Block-wide; the caller puts barriers around it.
+__device__ __forceinline__ void look_at_window(const Params& p, WorkState& s, int first, uint32_t counted,
+                                               bool team_kind) {
+  const int r = first + static_cast<int>(threadIdx.x);
+  const bool match = r < p.rows && (plan_row(p, row_window(p, r).n) == RowPath::kTeam) == team_kind;
+  const uint32_t lanes = __ballot_sync(0xFFFFFFFFu, match);
+  if (threadIdx.x % 32 == 0) s.window_lanes[threadIdx.x / 32] = lanes;
+  if (threadIdx.x == 0) {
+    s.window_row = first;
+    s.cursor_count = counted;
+  }
+}
+
+// Block-wide (every thread calls it and gets the same answer): the row with the given ordinal among
+// the rows that are team rows (team_kind) or are not, or -1 if there are fewer (then s.kind_total says
+// how many there are). A window of kThreads rows is looked at once; later searches that end in it
+// read its marks from shared memory, without a barrier.
+__device__ __forceinline__ int find_row(const Params& p, WorkState& s, uint32_t ordinal, bool team_kind) {
+  const int lane = threadIdx.x % 32;
+  for (;;) {
+    if (ordinal >= s.kind_total) return -1;
+    if (s.window_row < 0) {
+      __syncthreads();  // every thread has read window_row
+      look_at_window(p, s, 0, 0u, team_kind);
+      __syncthreads();
+    }
+    // Every warp finds the answer from the window's marks: lane w counts warp w's rows.
+    const int base = s.window_row;
+    const uint32_t counted = s.cursor_count;
+    const uint32_t lanes = lane < WorkState::kWarps ? s.window_lanes[lane] : 0u;
+    const uint32_t count = __popc(lanes);
+    uint32_t inclusive = count;
+#pragma unroll
+    for (int offset = 1; offset < 32; offset <<= 1) {
+      const uint32_t other = __shfl_up_sync(0xFFFFFFFFu, inclusive, offset);
+      if (lane >= offset) inclusive += other;
+    }
+    const uint32_t total = __shfl_sync(0xFFFFFFFFu, inclusive, 31);
+    const uint32_t wanted = ordinal - counted;  // ordinal >= counted: the cursor never passes an answer
+    const bool last_window = base + Policy::kThreads >= p.rows;
+    if (wanted < total) {
+      const int holder = __ffs(__ballot_sync(0xFFFFFFFFu, inclusive > wanted)) - 1;
+      const uint32_t holder_lanes = __shfl_sync(0xFFFFFFFFu, lanes, holder);
+      const uint32_t holder_before = __shfl_sync(0xFFFFFFFFu, inclusive - count, holder);
+      const int bit = static_cast<int>(__fns(holder_lanes, 0, static_cast<int>(wanted - holder_before) + 1));
+      // Read by other threads only behind the barriers of the row this search found.
+      if (threadIdx.x == 0 && last_window) s.kind_total = counted + total;
+      return base + 32 * holder + bit;
+    }
+    __syncthreads();  // every thread has read the window and the cursor
+    if (last_window) {
+      if (threadIdx.x == 0) s.kind_total = counted + total;
+    } else {
+      look_at_window(p, s, base + Policy::kThreads, counted + total, team_kind);
+    }
+    __syncthreads();
+  }
+}
+
+// Whether a team launch's clusters skip their team-row claims: every CTA knows the number of team rows
+// after its first search when one window holds every row, and when there are no more of them than
+// clusters, no claim could name one (each cluster's first, static ordinal covers them all). Uniform
+// over the launch, so the count of claims that resets the team counter stays exact.
+__device__ __forceinline__ bool team_claims_skipped(const Params& p, const WorkState& s) {
+  return p.rows <= Policy::kThreads && s.kind_total <= gridDim.x / static_cast<uint32_t>(p.team_size);
+}
+
+// Thread 0's claim of the row after the one this CTA starts: issued before the row's loads, so that
+// its round trip hides behind them, and recorded (written to shared memory, where next_row() and a
+// team's other CTAs read it) once they are in. Held in one register only while the row loads.
+struct NextRowClaim {
+  uint32_t answer = kNoClaim;
+
+  // Thread 0 only.
+  __device__ __forceinline__ void issue(const Params& p, const WorkState& s, const Team& team) {
+    if (s.phase == WorkState::kTeamRows) {
+      if (team.rank() == 0 && !team_claims_skipped(p, s)) answer = atomicAdd(&p.queue[kTeamCounter], 1u);
+    } else if (p.team_size > 1) {
+      answer = atomicAdd(&p.queue[kSoloCounter], 1u);
+    } else if (gridDim.x < static_cast<uint32_t>(p.rows)) {
+      answer = gridDim.x + atomicAdd(&p.queue[kSoloCounter], 1u);
+    }
+  }
+  __device__ __forceinline__ void record(const Params& p, WorkState& s, const Team& team) const {
+    if (s.phase == WorkState::kTeamRows) {
+      if (team.rank() == 0) s.team_claims[(s.team_rows + 1) & 1] = answer;
+    } else if (p.team_size > 1) {
+      s.claim = answer;
+    } else {
+      s.ordinal = answer;  // plain launches: the row itself
+    }
+  }
+};
+
+// Block-wide: the row this CTA selects next, or -1 when it is done (see the work queue above). Leaves
+// the team (team becomes solo) when the team rows run out.
+__device__ __forceinline__ int next_row(const Params& p, WorkState& s, Team& team) {
+  const uint32_t rows = static_cast<uint32_t>(p.rows);
+  if (p.team_size == 1) {  // plain launch: the row is the ordinal
+    const uint32_t row = s.ordinal;
+    if (row < rows) return static_cast<int>(row);
+    if (threadIdx.x == 0 && row == gridDim.x + rows - 1u) p.queue[kSoloCounter] = 0u;  // the last claim
+    return -1;
+  }
+  if (s.phase == WorkState::kTeamRows) {
+    const uint32_t clusters = gridDim.x / static_cast<uint32_t>(p.team_size);
+    const bool after_first = s.row >= 0;
+    const bool claims = !team_claims_skipped(p, s);
+    uint32_t claim = kNoClaim;  // thread 0's
+    if (threadIdx.x == 0 && after_first) {  // rank 0's claim names the cluster's next team row
+      if (claims) {
+        const uint32_t* slot = &s.team_claims[(s.team_rows + 1) & 1];
+        claim = team.rank() == 0 ? *slot : load_cluster_u32(cluster_address(slot, 0));
+      }
+      s.ordinal = claims ? clusters + claim : kNoClaim;
+      s.team_rows += 1;
+    }
+    __syncthreads();
+    const int row = find_row(p, s, s.ordinal, true);
+    if (row >= 0) {
+      if (threadIdx.x == 0) s.row = row;
+      return row;
+    }
+    // The team rows are all taken (a failed search has counted them).
+    const uint32_t team_rows = s.kind_total;
+    if (threadIdx.x == 0 && team.rank() == 0 && claim != kNoClaim && claim == team_rows - 1u)
+      p.queue[kTeamCounter] = 0u;  // the last claim
+    // Every CTA of the cluster has read what it reads of the others' shared memory (the last row's
+    // histograms and counts, rank 0's claim) before any goes on alone, and may exit.
+    team.leave(claims && after_first);
+    team = Team::solo();
+    const uint32_t solo_rows = rows - team_rows;
+    if (solo_rows == 0u) return -1;
+    __syncthreads();  // every thread has read kind_total
+    if (threadIdx.x == 0) {
+      s.phase = WorkState::kSoloRows;
+      reset_cursor(s);
+      s.claim = atomicAdd(&p.queue[kSoloCounter], 1u);
+    }
+    __syncthreads();
+  }
+  const uint32_t claim = s.claim;
+  const int row = find_row(p, s, claim, false);
+  if (row >= 0) return row;
+  if (threadIdx.x == 0 && claim == s.kind_total + gridDim.x - 1u) p.queue[kSoloCounter] = 0u;  // the last claim
+  return -1;
 }
 
 template <typename T>
@@ -266,49 +409,31 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
   __shared__ typename Select::TempStorage select_storage;
   __shared__ WorkState state;
 
-  // Two phases, one loop (one copy of the selection code, which keeps it free of register spills).
-  //
-  // Team rows first: cluster c looks at rows c, c + clusters, c + 2 clusters, ... (32 at a time, one
-  // per lane) and selects those that are team rows, all its CTAs together. Every CTA of the cluster
-  // reads the same lengths and so walks the same rows through the same barriers. Long rows thus go
-  // first, as longest-first scheduling wants.
-  //
-  // Then every other row by one CTA. Each CTA starts on row blockIdx.x without touching the queue;
-  // the queue hands out rows gridDim.x and up. The queue resets itself: every CTA whose first row
-  // exists claims one row past each row it visits, so a launch makes exactly `rows` claims, and the
-  // CTA whose claim is the last one (claim == rows - 1) knows nothing touches the counter again.
+  // One loop over the rows the queue hands this CTA, team rows first (one copy of the selection code,
+  // which keeps it free of register spills). The launch sets team_size to 1 unless it is of clusters.
   PERSISTENT_TOPK_STAMP(0);
-  const bool team_rows_possible = p.stride > p.team_min_length;
-  Team team = team_rows_possible ? Team::of_cluster(p.team_size) : Team::solo();
+  const bool team_launch = p.team_size > 1;
+  Team team = team_launch ? Team::of_cluster(p.team_size) : Team::solo();
   if (threadIdx.x == 0) {
-    state.phase = team_rows_possible ? WorkState::kTeamRows : WorkState::kTeamRowsDone;
-    state.batch = static_cast<int>(blockIdx.x) / p.team_size;
-    state.team_rows_left = 0u;
-    state.item = blockIdx.x;
+    state.phase = team_launch ? WorkState::kTeamRows : WorkState::kSoloRows;
+    state.row = -1;
+    state.ordinal = team_launch ? blockIdx.x / static_cast<uint32_t>(p.team_size) : blockIdx.x;
+    state.team_rows = 0;
+    reset_cursor(state);
   }
   for (;;) {
     __syncthreads();  // the previous row's shared state is free; `state` is written
-    if (threadIdx.x < 32) next_row(p, state);
-    __syncthreads();
-    const int phase = state.phase, r = state.row;
-    if (phase == WorkState::kDone) break;
-    if (phase == WorkState::kTeamRowsDone) {
-      team.reclaim();  // nobody reads this CTA's shared memory any more: free for solo rows
-      PERSISTENT_TOPK_STAMP(10);
-      team = Team::solo();
-      continue;
-    }
+    const int r = next_row(p, state, team);
+    if (r < 0) break;
     const RowWindow w = row_window(p, r);
     const RowPath path = plan_row(p, w.n);
-    const bool solo_phase = phase == WorkState::kSoloRows;
-    if (path == (solo_phase ? RowPath::kSolo : RowPath::kTeam)) {
-      select_row_in_shared<T>(p, r, team, keys, select_storage, [&]() {
-        if (solo_phase) claim_next_row(p, state);
-      });
+    NextRowClaim claim;
+    if (threadIdx.x == 0) claim.issue(p, state, team);
+    if (path == RowPath::kTeam || path == RowPath::kSolo) {
+      select_row_in_shared<T>(p, r, team, keys, select_storage, [&]() { claim.record(p, state, team); });
       continue;
     }
-    if (solo_phase) claim_next_row(p, state);  // short rows are quick, team rows done: nothing to hide behind
-    if (!solo_phase || (path != RowPath::kShort && path != RowPath::kGlobal)) continue;  // done by its team
+    if (threadIdx.x == 0) claim.record(p, state, team);  // short and global rows: nothing to hide it behind
     const RowOutput<T> output = row_output<T>(p, r, w);
     const int m = min(p.k, w.n);
     if (path == RowPath::kShort) {

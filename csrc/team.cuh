@@ -85,6 +85,18 @@ struct Team {
     reading_released = false;
   }
 
+  // The team breaks up: every CTA has finished reading the others' shared memory and may go on alone,
+  // or exit. What it read of their published state is covered by release_reads(); anything read since
+  // (read_since_release) takes one more cluster barrier.
+  __device__ __forceinline__ void leave(bool read_since_release) {
+    if (size == 1) return;
+    reclaim();
+    if (read_since_release) {
+      cluster_arrive_relaxed();
+      cluster_wait();
+    }
+  }
+
   // Sum over the team of one shared-memory word / 8-byte-aligned pair at the same place in every CTA.
   __device__ __forceinline__ uint32_t sum_words(const uint32_t* local) const {
     uint32_t c[kMaxSize];

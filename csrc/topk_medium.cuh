@@ -20,10 +20,8 @@ struct SharedRowLoader {
   static constexpr int kLoadsInFlight = 1;
 
   // keys[0, n) <- keys of src[0, n); ts.hist must be zero and counts the first digit of all n.
-  // on_issued() runs once in every thread while its first loads are in flight.
-  template <class OnIssued>
   __device__ __forceinline__ static void load(const T* __restrict__ src, int n, uint32_t* keys,
-                                              typename Select::TempStorage& ts, const OnIssued& on_issued) {
+                                              typename Select::TempStorage& ts) {
     const uintptr_t address = reinterpret_cast<uintptr_t>(src);
     const int head = min(n, static_cast<int>(((16u - (address & 15u)) & 15u) / sizeof(T)));
     for (int i = threadIdx.x; i < head; i += kThreads) {
@@ -33,17 +31,12 @@ struct SharedRowLoader {
     const uint4* vectors = reinterpret_cast<const uint4*>(src + head);
     const int vector_count = (n - head) / kPerVector;
     const bool aligned_store = (head % 4) == 0;  // shared stores of 4 keys need a 16-byte boundary too
-    bool issued = false;
     for (int v0 = threadIdx.x; v0 < vector_count; v0 += kThreads * kLoadsInFlight) {
       uint4 loaded[kLoadsInFlight];
 #pragma unroll
       for (int u = 0; u < kLoadsInFlight; ++u) {
         const int v = v0 + u * kThreads;
         if (v < vector_count) loaded[u] = __ldg(vectors + v);
-      }
-      if (!issued) {
-        on_issued();
-        issued = true;
       }
 #pragma unroll
       for (int u = 0; u < kLoadsInFlight; ++u) {
@@ -65,7 +58,6 @@ struct SharedRowLoader {
         }
       }
     }
-    if (!issued) on_issued();
     for (int i = head + vector_count * kPerVector + threadIdx.x; i < n; i += kThreads) {
       keys[i] = to_key(src[i]);
       Select::count_first_digit(ts, keys[i]);
@@ -83,15 +75,12 @@ __device__ __forceinline__ void wait_async_copies() { asm volatile("cp.async.wai
 
 // 4-byte words (float32 logits, or keys already) -> keys[0, n), counting the first digit. A 16-byte
 // aligned source is copied asynchronously as raw words and converted in place; otherwise each word
-// goes through registers. `to_key_of(word)` converts one word; on_issued() runs once in every thread
-// while its loads are in flight.
-template <int kThreads, class ToKey, class OnIssued>
+// goes through registers. `to_key_of(word)` converts one word.
+template <int kThreads, class ToKey>
 __device__ __forceinline__ void load_words(const uint32_t* __restrict__ src, int n, uint32_t* keys,
-                                           typename BlockSelect<kThreads>::TempStorage& ts, const ToKey& to_key_of,
-                                           const OnIssued& on_issued) {
+                                           typename BlockSelect<kThreads>::TempStorage& ts, const ToKey& to_key_of) {
   using Select = BlockSelect<kThreads>;
   if ((reinterpret_cast<uintptr_t>(src) & 15u) != 0) {
-    on_issued();
     for (int i = threadIdx.x; i < n; i += kThreads) {
       const uint32_t key = to_key_of(__ldcg(src + i));
       keys[i] = key;
@@ -102,7 +91,6 @@ __device__ __forceinline__ void load_words(const uint32_t* __restrict__ src, int
   const int vector_count = n / 4;
   for (int v = threadIdx.x; v < vector_count; v += kThreads) copy_async_16(keys + 4 * v, src + 4 * v);
   for (int i = 4 * vector_count + threadIdx.x; i < n; i += kThreads) keys[i] = __ldcg(src + i);
-  on_issued();
   wait_async_copies();
   __syncthreads();
   uint4* vectors = reinterpret_cast<uint4*>(keys);
@@ -139,15 +127,13 @@ struct IdentityKey {
 };
 
 // A row's (or slice's) logits -> keys in shared memory, first digit counted (ts.hist must be zero).
-// on_issued() runs once in every thread while its loads are in flight (work that waits on memory
-// itself, such as the next row's claim, hides behind them).
-template <int kThreads, typename T, class OnIssued>
+template <int kThreads, typename T>
 __device__ __forceinline__ void load_row(const T* src, int n, uint32_t* keys,
-                                         typename BlockSelect<kThreads>::TempStorage& ts, const OnIssued& on_issued) {
+                                         typename BlockSelect<kThreads>::TempStorage& ts) {
   if constexpr (sizeof(T) == 4) {
-    load_words<kThreads>(reinterpret_cast<const uint32_t*>(src), n, keys, ts, Float32BitsToKey{}, on_issued);
+    load_words<kThreads>(reinterpret_cast<const uint32_t*>(src), n, keys, ts, Float32BitsToKey{});
   } else {
-    SharedRowLoader<kThreads, T>::load(src, n, keys, ts, on_issued);
+    SharedRowLoader<kThreads, T>::load(src, n, keys, ts);
   }
 }
 

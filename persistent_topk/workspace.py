@@ -1,8 +1,8 @@
 """Scratch memory for the top-k kernel (SPEC §6).
 
 One zero-initialised byte buffer per Workspace holds everything the kernel shares between CTAs
-through global memory: the work-queue counter, which resets itself at the end of every launch, so a
-captured CUDA graph needs no memset node. (Long rows are selected by the CTAs of one thread-block
+through global memory: the work queue's counters, which reset themselves by the end of every launch,
+so a captured CUDA graph needs no memset node. (Long rows are selected by the CTAs of one thread-block
 cluster, which combine through distributed shared memory and need no scratch here.) Its size comes
 from the kernel's own layout (csrc/dispatch.cuh, WorkspaceLayout), so Python never duplicates the
 arithmetic.

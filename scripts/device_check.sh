@@ -16,7 +16,7 @@ $VPY -m pytest -q -rf --maxfail=20 tests ${1:+-k "$1"} 2>&1 | tee "$OUT/pytest.l
 if [ -z "${SKIP_SANITIZER:-}" ]; then
   for tool in memcheck racecheck; do
     compute-sanitizer --tool $tool --error-exitcode 9 $VPY -m pytest -q -x tests/test_gpu.py \
-      -k "test_k_values and 2048 or test_odd_strides and 30001 and float32 or test_team_rows_among_many_solo_rows and normal" > "$OUT/sanitizer-$tool.log" 2>&1
+      -k "test_k_values and 2048 or test_odd_strides and 30001 and float32 or test_team_rows_among_many_solo_rows and normal or test_work_queue_counters and scattered" > "$OUT/sanitizer-$tool.log" 2>&1
     echo "compute-sanitizer $tool: exit $? ($(grep -E 'ERROR SUMMARY|passed|failed' "$OUT/sanitizer-$tool.log" | tr '\n' ' '))"
   done
 fi

@@ -121,6 +121,38 @@ def test_every_team_size(rows, stride, gen):
     check(logits, lengths, k, what=f"{rows} rows of stride {stride}")
 
 
+def queue_lengths(kind, rows, stride, g):
+    if kind == "random":
+        return path_lengths(stride, 2048, g, rows)
+    if kind == "full":
+        return torch.full((rows,), stride, dtype=I32)
+    lengths = torch.randint(0, 16_000, (rows,), generator=g).to(I32)  # "scattered": three long rows
+    lengths[[0, 1, rows - 3]] = stride
+    return lengths
+
+
+# The work queue's counters reset themselves (csrc/dispatch.cuh): plain launches with fewer CTAs than
+# rows and with a CTA for every row; team launches whose clusters claim team rows (more team rows than
+# clusters, or more rows than one search window holds) and whose clusters skip the claims; batches
+# with and without rows left for single CTAs.
+@pytest.mark.parametrize("rows, stride, kind", [(3000, 9000, "random"), (100, 9000, "random"), (8, 131_072, "full"),
+                                                (64, 131_072, "full"), (64, 131_072, "random"),
+                                                (1000, 40_000, "scattered"), (1000, 40_000, "random"),
+                                                (600, 20_000, "random"), (520, 40_000, "full")])
+def test_work_queue_counters_reset_themselves(rows, stride, kind, gen):
+    k = 2048
+    lengths = queue_lengths(kind, rows, stride, gen)
+    logits = make_logits("normal", rows, stride, torch.float32, gen, lengths, device="cuda")
+    want, _ = reference.reference_topk(logits.cpu(), lengths, k)
+    workspace = pt.Workspace("cuda", rows, stride, k)
+    for call in range(3):
+        out = torch.full((rows, k), POISON, dtype=I32, device="cuda")
+        pt.top_k_per_row(logits, lengths.cuda(), k, out=out, workspace=workspace)
+        torch.cuda.synchronize()
+        assert_same(out, want, f"call {call}, {rows} rows of stride {stride} ({kind})")
+        assert not bool(workspace.buffer.any()), f"call {call}: counters left at {workspace.buffer[:8].tolist()}"
+
+
 @pytest.mark.parametrize("width, offset", [(4099, 0), (30001, 1), (77777, 3), (50, 2)])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_odd_strides_and_row_strided_views(width, offset, dtype, gen):
