@@ -179,7 +179,9 @@ __device__ __forceinline__ void select_row_in_shared(const Params& p, int r, Tea
   __syncthreads();
   load_row<kThreads, T>(static_cast<const T*>(p.logits) + static_cast<int64_t>(r) * p.row_pitch + w.start + first,
                         length, keys, ts);
-  if (threadIdx.x == 0) record_claim();  // before the team's next barrier, which publishes it
+  // Behind the barrier before the loads (every thread has read what next_row() read of the state) and
+  // before the team's next barrier, which publishes it to the other CTAs.
+  if (threadIdx.x == 0) record_claim();
   PERSISTENT_TOPK_STAMP(2);  // (select_in_shared() starts with a barrier: keys and ts.hist complete)
   const int spare = spare_offset(length);
   const int m = min(p.k, w.n);
@@ -234,10 +236,9 @@ struct WorkState {
   // The row cursor (find_row): the ordinals a CTA asks for within a phase only grow, so each search
   // resumes where the last one stopped. Rows before window_row are counted (cursor_count of the
   // phase's kind); window_lanes marks the rows of the kind among the kThreads rows from window_row,
-  // one word per warp; kind_total is how many rows of the kind exist once the window holds the last row.
+  // one word per warp. Written only between two barriers (look_at_window).
   int window_row;
   uint32_t cursor_count;
-  uint32_t kind_total;
   uint32_t window_lanes[kWarps];
 };
 constexpr uint32_t kTotalUnknown = 0xFFFFFFFFu;
@@ -245,7 +246,15 @@ constexpr uint32_t kTotalUnknown = 0xFFFFFFFFu;
 __device__ __forceinline__ void reset_cursor(WorkState& s) {
   s.window_row = -1;  // no window looked at yet
   s.cursor_count = 0;
-  s.kind_total = kTotalUnknown;
+}
+
+// How many rows of the cursor's kind exist, once its window holds the last row (else kTotalUnknown).
+__device__ __forceinline__ uint32_t known_total(const Params& p, const WorkState& s) {
+  if (s.window_row < 0 || s.window_row + Policy::kThreads < p.rows) return kTotalUnknown;
+  uint32_t total = s.cursor_count;
+#pragma unroll
+  for (int w = 0; w < WorkState::kWarps; ++w) total += __popc(s.window_lanes[w]);
+  return total;
 }
 
 // Marks which of the kThreads rows from `first` are of the kind (one per thread) and moves the window
@@ -263,13 +272,12 @@ __device__ __forceinline__ void look_at_window(const Params& p, WorkState& s, in
 }
 
 // Block-wide (every thread calls it and gets the same answer): the row with the given ordinal among
-// the rows that are team rows (team_kind) or are not, or -1 if there are fewer (then s.kind_total says
-// how many there are). A window of kThreads rows is looked at once; later searches that end in it
+// the rows that are team rows (team_kind) or are not, or -1 if there are fewer (then known_total()
+// says how many there are). A window of kThreads rows is looked at once; later searches that end in it
 // read its marks from shared memory, without a barrier.
 __device__ __forceinline__ int find_row(const Params& p, WorkState& s, uint32_t ordinal, bool team_kind) {
   const int lane = threadIdx.x % 32;
   for (;;) {
-    if (ordinal >= s.kind_total) return -1;
     if (s.window_row < 0) {
       __syncthreads();  // every thread has read window_row
       look_at_window(p, s, 0, 0u, team_kind);
@@ -294,16 +302,11 @@ __device__ __forceinline__ int find_row(const Params& p, WorkState& s, uint32_t 
       const uint32_t holder_lanes = __shfl_sync(0xFFFFFFFFu, lanes, holder);
       const uint32_t holder_before = __shfl_sync(0xFFFFFFFFu, inclusive - count, holder);
       const int bit = static_cast<int>(__fns(holder_lanes, 0, static_cast<int>(wanted - holder_before) + 1));
-      // Read by other threads only behind the barriers of the row this search found.
-      if (threadIdx.x == 0 && last_window) s.kind_total = counted + total;
       return base + 32 * holder + bit;
     }
+    if (last_window) return -1;
     __syncthreads();  // every thread has read the window and the cursor
-    if (last_window) {
-      if (threadIdx.x == 0) s.kind_total = counted + total;
-    } else {
-      look_at_window(p, s, base + Policy::kThreads, counted + total, team_kind);
-    }
+    look_at_window(p, s, base + Policy::kThreads, counted + total, team_kind);
     __syncthreads();
   }
 }
@@ -313,7 +316,7 @@ __device__ __forceinline__ int find_row(const Params& p, WorkState& s, uint32_t 
 // clusters, no claim could name one (each cluster's first, static ordinal covers them all). Uniform
 // over the launch, so the count of claims that resets the team counter stays exact.
 __device__ __forceinline__ bool team_claims_skipped(const Params& p, const WorkState& s) {
-  return p.rows <= Policy::kThreads && s.kind_total <= gridDim.x / static_cast<uint32_t>(p.team_size);
+  return p.rows <= Policy::kThreads && known_total(p, s) <= gridDim.x / static_cast<uint32_t>(p.team_size);
 }
 
 // Thread 0's claim of the row after the one this CTA starts: issued before the row's loads, so that
@@ -373,7 +376,7 @@ __device__ __forceinline__ int next_row(const Params& p, WorkState& s, Team& tea
       return row;
     }
     // The team rows are all taken (a failed search has counted them).
-    const uint32_t team_rows = s.kind_total;
+    const uint32_t team_rows = known_total(p, s);
     if (threadIdx.x == 0 && team.rank() == 0 && claim != kNoClaim && claim == team_rows - 1u)
       p.queue[kTeamCounter] = 0u;  // the last claim
     // Every CTA of the cluster has read what it reads of the others' shared memory (the last row's
@@ -382,7 +385,7 @@ __device__ __forceinline__ int next_row(const Params& p, WorkState& s, Team& tea
     team = Team::solo();
     const uint32_t solo_rows = rows - team_rows;
     if (solo_rows == 0u) return -1;
-    __syncthreads();  // every thread has read kind_total
+    __syncthreads();  // every thread has read the cursor
     if (threadIdx.x == 0) {
       s.phase = WorkState::kSoloRows;
       reset_cursor(s);
@@ -393,7 +396,7 @@ __device__ __forceinline__ int next_row(const Params& p, WorkState& s, Team& tea
   const uint32_t claim = s.claim;
   const int row = find_row(p, s, claim, false);
   if (row >= 0) return row;
-  if (threadIdx.x == 0 && claim == s.kind_total + gridDim.x - 1u) p.queue[kSoloCounter] = 0u;  // the last claim
+  if (threadIdx.x == 0 && claim == known_total(p, s) + gridDim.x - 1u) p.queue[kSoloCounter] = 0u;  // the last claim
   return -1;
 }
 
@@ -433,7 +436,6 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
       select_row_in_shared<T>(p, r, team, keys, select_storage, [&]() { claim.record(p, state, team); });
       continue;
     }
-    if (threadIdx.x == 0) claim.record(p, state, team);  // short and global rows: nothing to hide it behind
     const RowOutput<T> output = row_output<T>(p, r, w);
     const int m = min(p.k, w.n);
     if (path == RowPath::kShort) {
@@ -441,7 +443,8 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
     } else {
       select_in_global<kThreads, T>(output.row, w.n, m, select_storage, index_sink(p, r));
     }
-    __syncthreads();  // out[0, m) is written
+    __syncthreads();  // out[0, m) is written; every thread has read what next_row() read of `state`
+    if (threadIdx.x == 0) claim.record(p, state, team);
     finish_row<kThreads, T>(m, p.k, output, reinterpret_cast<uint64_t*>(keys));
   }
   PERSISTENT_TOPK_STAMP(11);

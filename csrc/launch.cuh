@@ -93,15 +93,17 @@ struct TeamPolicy {
 // Launch for `p` (p.team_min_length and p.team_size are set here): min(resident clusters, rows)
 // clusters when rows can be team rows, else min(resident CTAs, rows) plain CTAs, spread by the
 // hardware over all SMs; a larger grid would only start CTAs with nothing to do.
-// `forced_team_min_length` >= 0 overrides the policy's threshold (the ctypes harness times the paths).
+// `forced_team_min_length` >= 0 and `forced_team_size` > 0 override the policy (the ctypes harness
+// times the choices against each other).
 template <typename T>
 cudaError_t launch_persistent_topk(Params p, const ResidentLimits& resident, cudaStream_t stream,
-                                   int forced_team_min_length = -1) {
+                                   int forced_team_min_length = -1, int forced_team_size = 0) {
   TeamPolicy policy = TeamPolicy::of(p.rows, p.stride, resident);
   if (forced_team_min_length >= 0) {
     policy.team_min_length = forced_team_min_length;
     if (policy.team_size == 1 && p.stride > forced_team_min_length) policy.team_size = Policy::kMaxClusterSize;
   }
+  if (forced_team_size > 0) policy.team_size = forced_team_size;
   p.team_min_length = policy.team_min_length;
   p.team_size = policy.team_size;
   const bool clustered = policy.team_size > 1 && p.stride > policy.team_min_length;

@@ -11,6 +11,10 @@ using namespace persistent_topk;
 
 extern "C" int64_t pt_workspace_bytes(int64_t rows, int64_t stride) { return WorkspaceLayout::bytes(rows, stride, 2048); }
 
+// The team size of later launches: 0 for the product's choice, else forced (with clusters of that size).
+static int forced_team_size = 0;
+extern "C" void pt_force_team_size(int size) { forced_team_size = size; }
+
 // team_min_length < 0: the product's choice; otherwise forced (to time the paths against each other).
 extern "C" int pt_launch(const float* logits, int64_t row_pitch, int rows, int stride, const int32_t* lengths, int k,
                          int32_t* out, void* workspace, int team_min_length, void* stream) {
@@ -28,10 +32,8 @@ extern "C" int pt_launch(const float* logits, int64_t row_pitch, int rows, int s
   p.page_size = 1;
   p.out = out;
   p.queue = static_cast<uint32_t*>(workspace);
-  const cudaError_t status = team_min_length < 0
-                                 ? launch_persistent_topk<float>(p, resident, static_cast<cudaStream_t>(stream))
-                                 : launch_persistent_topk<float>(p, resident, static_cast<cudaStream_t>(stream),
-                                                                 team_min_length);
+  const cudaError_t status =
+      launch_persistent_topk<float>(p, resident, static_cast<cudaStream_t>(stream), team_min_length, forced_team_size);
   return static_cast<int>(status != cudaSuccess ? status : cudaGetLastError());
 }
 

@@ -8,7 +8,8 @@ to a graph (L2 flushed) after a trivial kernel, and after a small launch of this
 every path's code, so the cost of fetching cold instructions shows apart from cold data; and a graph
 holding two back-to-back launches (the second runs with warm code and L2).
 PT_TEAM_MIN="-1,4096,16384" (environment) times each library with the team threshold forced to each
-value (-1: the policy's own choice). PT_QUICK=1 times only the flushed graph ("flush").
+value (-1: the policy's own choice), PT_TEAM_SIZE="0,2,4" with the team size forced (0: the policy's).
+PT_QUICK=1 times only the flushed graph ("flush").
 """
 import os
 import ctypes
@@ -26,6 +27,7 @@ FLUSH = torch.empty(FLUSH_BYTES, dtype=torch.uint8, device="cuda")
 REPS = 40
 TEAM_MINS = [int(t) for t in os.environ.get("PT_TEAM_MIN", "-1").split(",")]
 QUICK = bool(os.environ.get("PT_QUICK"))  # only the flushed graph time and exactness
+TEAM_SIZES = [int(t) for t in os.environ.get("PT_TEAM_SIZE", "0").split(",")]
 
 
 def print_stamps(lib, graph):
@@ -71,8 +73,14 @@ def main():
         lib.pt_workspace_bytes.argtypes = [ctypes.c_int64, ctypes.c_int64]
         lib.pt_launch.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
                                   ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
-        for team_min, (case_name, logits, lengths, want) in [(t, d) for t in TEAM_MINS for d in data]:
-            name = lib_path.stem[len("libpt_"):] + ("" if team_min < 0 else f"@{team_min}")
+        for team_size, team_min, (case_name, logits, lengths, want) in [
+                (z, t, d) for z in TEAM_SIZES for t in TEAM_MINS for d in data]:
+            if hasattr(lib, "pt_force_team_size"):
+                lib.pt_force_team_size(team_size)
+            elif team_size:
+                continue
+            name = (lib_path.stem[len("libpt_"):] + ("" if team_min < 0 else f"@{team_min}") +
+                    ("" if team_size == 0 else f"#{team_size}"))
             rows, stride = logits.shape
             ws = torch.zeros(lib.pt_workspace_bytes(rows, stride), dtype=torch.uint8, device="cuda")
             out = torch.empty((rows, K), dtype=torch.int32, device="cuda")
