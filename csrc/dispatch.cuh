@@ -96,16 +96,18 @@ struct RowWindow {
   int n;
 };
 
+// The bounds are read through the read-only data cache (the kernel never writes them): a row's
+// bounds are read again soon after the work queue has read them, and then hit in L1.
 __device__ __forceinline__ RowWindow row_window(const Params& p, int r) {
   int64_t start = 0, length;
   if (p.window_mode == kWindowDecode) {
-    length = static_cast<int64_t>(p.bounds[r / p.next_n]) - p.next_n + (r % p.next_n) + 1;
+    length = static_cast<int64_t>(__ldg(p.bounds + r / p.next_n)) - p.next_n + (r % p.next_n) + 1;
   } else if (p.window_mode == kWindowPrefill) {
-    start = p.row_starts[r];
-    start = start < 0 ? 0 : (start > p.stride ? p.stride : start);
-    length = static_cast<int64_t>(p.bounds[r]) - p.row_starts[r];
+    const int32_t row_start = __ldg(p.row_starts + r);
+    start = row_start < 0 ? 0 : (row_start > p.stride ? p.stride : row_start);
+    length = static_cast<int64_t>(__ldg(p.bounds + r)) - row_start;
   } else {
-    length = p.bounds[r];
+    length = __ldg(p.bounds + r);
   }
   length = length < 0 ? 0 : length;
   length = length > p.stride - start ? p.stride - start : length;
@@ -202,9 +204,9 @@ __device__ __forceinline__ void select_row_in_shared(const Params& p, int r, Tea
 // Team launches (clusters) hand out rows in two phases, each over ordinals that count the rows of its
 // kind in index order (find_row() finds the row of an ordinal):
 //  - team rows: cluster c starts on team row c, then takes clusters + (its rank 0's claims on the team
-//    counter), one claim during each team row's load, read by the other CTAs of the cluster from rank
-//    0's shared memory. A cluster with a long row thus never holds a second one that an idle cluster
-//    could take (static round robin gave some clusters two team rows and others none);
+//    counter), one claim during each team row's load, which rank 0 writes into every CTA's shared
+//    memory of the cluster. A cluster with a long row thus never holds a second one that an idle
+//    cluster could take (static round robin gave some clusters two team rows and others none);
 //  - every other row (short, solo and global rows) by one CTA, each taken from the solo counter: CTAs
 //    whose cluster had no team row start at once, the others join as their team rows finish.
 // Plain launches (no team rows possible) start every CTA on row blockIdx.x without touching the queue,
@@ -213,7 +215,7 @@ __device__ __forceinline__ void select_row_in_shared(const Params& p, int r, Tea
 // The counters reset themselves: a launch's claims on each are counted in advance, so the CTA whose
 // claim has the last value knows that nothing touches that counter again and writes 0.
 //  - team counter: one claim per team row selected, T claims for T team rows (claims past the last
-//    ordinal fail; clusters whose first ordinal fails claim nothing; see team_claims_skipped() for
+//    ordinal fail; clusters whose first ordinal fails claim nothing; see skip_team_claims() for
 //    launches that need no claim);
 //  - solo counter in team launches: every CTA claims until a claim fails, S + grid claims for S rows
 //    (none when S = 0);
@@ -231,8 +233,10 @@ struct WorkState {
   int row;                  // the row selected last; -1 before the first
   uint32_t ordinal;         // the next row's ordinal (plain launches: the row itself)
   uint32_t claim;           // solo rows of team launches: the solo counter's answer to the latest claim
-  uint32_t team_claims[2];  // rank 0 of a cluster: the team counter's answers, by parity of team_rows
+  uint32_t team_claims[2];  // the team counter's answers to rank 0's claims, by parity of team_rows
   uint32_t team_rows;       // team rows this cluster has selected
+  int team_claims_skipped;  // see skip_team_claims(); set by the first search of the team phase,
+  uint32_t team_total;      // with the number of team rows when they are skipped
   // The row cursor (find_row): the ordinals a CTA asks for within a phase only grow, so each search
   // resumes where the last one stopped. Rows before window_row are counted (cursor_count of the
   // phase's kind); window_lanes marks the rows of the kind among the kThreads rows from window_row,
@@ -241,20 +245,10 @@ struct WorkState {
   uint32_t cursor_count;
   uint32_t window_lanes[kWarps];
 };
-constexpr uint32_t kTotalUnknown = 0xFFFFFFFFu;
 
 __device__ __forceinline__ void reset_cursor(WorkState& s) {
   s.window_row = -1;  // no window looked at yet
   s.cursor_count = 0;
-}
-
-// How many rows of the cursor's kind exist, once its window holds the last row (else kTotalUnknown).
-__device__ __forceinline__ uint32_t known_total(const Params& p, const WorkState& s) {
-  if (s.window_row < 0 || s.window_row + Policy::kThreads < p.rows) return kTotalUnknown;
-  uint32_t total = s.cursor_count;
-#pragma unroll
-  for (int w = 0; w < WorkState::kWarps; ++w) total += __popc(s.window_lanes[w]);
-  return total;
 }
 
 // Marks which of the kThreads rows from `first` are of the kind (one per thread) and moves the window
@@ -271,11 +265,18 @@ __device__ __forceinline__ void look_at_window(const Params& p, WorkState& s, in
   }
 }
 
+// What find_row() found: the row (-1 if there are fewer rows of the kind than the ordinal asks for)
+// and, when its search reached the window that holds the last row, how many rows of the kind exist.
+struct FoundRow {
+  static constexpr uint32_t kTotalUnknown = 0xFFFFFFFFu;
+  int row;
+  uint32_t total;
+};
+
 // Block-wide (every thread calls it and gets the same answer): the row with the given ordinal among
-// the rows that are team rows (team_kind) or are not, or -1 if there are fewer (then known_total()
-// says how many there are). A window of kThreads rows is looked at once; later searches that end in it
-// read its marks from shared memory, without a barrier.
-__device__ __forceinline__ int find_row(const Params& p, WorkState& s, uint32_t ordinal, bool team_kind) {
+// the rows that are team rows (team_kind) or are not. A window of kThreads rows is looked at once;
+// later searches that end in it read its marks from shared memory, without a barrier.
+__device__ __forceinline__ FoundRow find_row(const Params& p, WorkState& s, uint32_t ordinal, bool team_kind) {
   const int lane = threadIdx.x % 32;
   for (;;) {
     if (s.window_row < 0) {
@@ -297,38 +298,39 @@ __device__ __forceinline__ int find_row(const Params& p, WorkState& s, uint32_t 
     const uint32_t total = __shfl_sync(0xFFFFFFFFu, inclusive, 31);
     const uint32_t wanted = ordinal - counted;  // ordinal >= counted: the cursor never passes an answer
     const bool last_window = base + Policy::kThreads >= p.rows;
+    const uint32_t kind_total = last_window ? counted + total : FoundRow::kTotalUnknown;
     if (wanted < total) {
       const int holder = __ffs(__ballot_sync(0xFFFFFFFFu, inclusive > wanted)) - 1;
       const uint32_t holder_lanes = __shfl_sync(0xFFFFFFFFu, lanes, holder);
       const uint32_t holder_before = __shfl_sync(0xFFFFFFFFu, inclusive - count, holder);
       const int bit = static_cast<int>(__fns(holder_lanes, 0, static_cast<int>(wanted - holder_before) + 1));
-      return base + 32 * holder + bit;
+      return FoundRow{base + 32 * holder + bit, kind_total};
     }
-    if (last_window) return -1;
+    if (last_window) return FoundRow{-1, kind_total};
     __syncthreads();  // every thread has read the window and the cursor
     look_at_window(p, s, base + Policy::kThreads, counted + total, team_kind);
     __syncthreads();
   }
 }
 
-// Whether a team launch's clusters skip their team-row claims: every CTA knows the number of team rows
-// after its first search when one window holds every row, and when there are no more of them than
-// clusters, no claim could name one (each cluster's first, static ordinal covers them all). Uniform
-// over the launch, so the count of claims that resets the team counter stays exact.
-__device__ __forceinline__ bool team_claims_skipped(const Params& p, const WorkState& s) {
-  return p.rows <= Policy::kThreads && known_total(p, s) <= gridDim.x / static_cast<uint32_t>(p.team_size);
+// Whether a team launch's clusters skip their team-row claims, from the first search of the team phase:
+// every CTA knows the number of team rows after it when one window holds every row, and when there are
+// no more of them than clusters, no claim could name one (each cluster's first, static ordinal covers
+// them all). Uniform over the launch, so the count of claims that resets the team counter stays exact.
+__device__ __forceinline__ bool skip_team_claims(const Params& p, const FoundRow& first) {
+  return p.rows <= Policy::kThreads && first.total <= gridDim.x / static_cast<uint32_t>(p.team_size);
 }
 
 // Thread 0's claim of the row after the one this CTA starts: issued before the row's loads, so that
-// its round trip hides behind them, and recorded (written to shared memory, where next_row() and a
-// team's other CTAs read it) once they are in. Held in one register only while the row loads.
+// its round trip hides behind them, and recorded (written to shared memory, a team's in every CTA's)
+// once they are in. Held in one register only while the row loads.
 struct NextRowClaim {
   uint32_t answer = kNoClaim;
 
   // Thread 0 only.
   __device__ __forceinline__ void issue(const Params& p, const WorkState& s, const Team& team) {
     if (s.phase == WorkState::kTeamRows) {
-      if (team.rank() == 0 && !team_claims_skipped(p, s)) answer = atomicAdd(&p.queue[kTeamCounter], 1u);
+      if (team.rank() == 0 && !s.team_claims_skipped) answer = atomicAdd(&p.queue[kTeamCounter], 1u);
     } else if (p.team_size > 1) {
       answer = atomicAdd(&p.queue[kSoloCounter], 1u);
     } else if (gridDim.x < static_cast<uint32_t>(p.rows)) {
@@ -337,7 +339,8 @@ struct NextRowClaim {
   }
   __device__ __forceinline__ void record(const Params& p, WorkState& s, const Team& team) const {
     if (s.phase == WorkState::kTeamRows) {
-      if (team.rank() == 0) s.team_claims[(s.team_rows + 1) & 1] = answer;
+      if (team.rank() == 0 && !s.team_claims_skipped)
+        team.broadcast_word(&s.team_claims[(s.team_rows + 1) & 1], answer);
     } else if (p.team_size > 1) {
       s.claim = answer;
     } else {
@@ -359,29 +362,32 @@ __device__ __forceinline__ int next_row(const Params& p, WorkState& s, Team& tea
   if (s.phase == WorkState::kTeamRows) {
     const uint32_t clusters = gridDim.x / static_cast<uint32_t>(p.team_size);
     const bool after_first = s.row >= 0;
-    const bool claims = !team_claims_skipped(p, s);
+    const bool claims = after_first && !s.team_claims_skipped;
     uint32_t claim = kNoClaim;  // thread 0's
     if (threadIdx.x == 0 && after_first) {  // rank 0's claim names the cluster's next team row
-      if (claims) {
-        const uint32_t* slot = &s.team_claims[(s.team_rows + 1) & 1];
-        claim = team.rank() == 0 ? *slot : load_cluster_u32(cluster_address(slot, 0));
-      }
+      if (claims) claim = s.team_claims[(s.team_rows + 1) & 1];
       s.ordinal = claims ? clusters + claim : kNoClaim;
       s.team_rows += 1;
     }
     __syncthreads();
-    const int row = find_row(p, s, s.ordinal, true);
-    if (row >= 0) {
-      if (threadIdx.x == 0) s.row = row;
-      return row;
+    const uint32_t ordinal = s.ordinal;
+    // A skipped claim names no row: the search would find none.
+    const FoundRow found = ordinal == kNoClaim ? FoundRow{-1, s.team_total} : find_row(p, s, ordinal, true);
+    if (threadIdx.x == 0 && !after_first) {  // read only in later calls, behind barriers
+      s.team_claims_skipped = skip_team_claims(p, found);
+      s.team_total = found.total;
+    }
+    if (found.row >= 0) {
+      if (threadIdx.x == 0) s.row = found.row;
+      return found.row;
     }
     // The team rows are all taken (a failed search has counted them).
-    const uint32_t team_rows = known_total(p, s);
+    const uint32_t team_rows = found.total;
     if (threadIdx.x == 0 && team.rank() == 0 && claim != kNoClaim && claim == team_rows - 1u)
       p.queue[kTeamCounter] = 0u;  // the last claim
     // Every CTA of the cluster has read what it reads of the others' shared memory (the last row's
-    // histograms and counts, rank 0's claim) before any goes on alone, and may exit.
-    team.leave(claims && after_first);
+    // histograms and counts) before any goes on alone, and may exit.
+    team.reclaim();
     team = Team::solo();
     const uint32_t solo_rows = rows - team_rows;
     if (solo_rows == 0u) return -1;
@@ -394,10 +400,10 @@ __device__ __forceinline__ int next_row(const Params& p, WorkState& s, Team& tea
     __syncthreads();
   }
   const uint32_t claim = s.claim;
-  const int row = find_row(p, s, claim, false);
-  if (row >= 0) return row;
-  if (threadIdx.x == 0 && claim == known_total(p, s) + gridDim.x - 1u) p.queue[kSoloCounter] = 0u;  // the last claim
-  return -1;
+  const FoundRow found = find_row(p, s, claim, false);
+  if (found.row < 0 && threadIdx.x == 0 && claim == found.total + gridDim.x - 1u)
+    p.queue[kSoloCounter] = 0u;  // the last claim
+  return found.row;
 }
 
 template <typename T>

@@ -26,6 +26,9 @@ __device__ __forceinline__ uint32_t load_cluster_u32(uint32_t address) {
   asm volatile("ld.shared::cluster.u32 %0, [%1];" : "=r"(value) : "r"(address) : "memory");
   return value;
 }
+__device__ __forceinline__ void store_cluster_u32(uint32_t address, uint32_t value) {
+  asm volatile("st.shared::cluster.u32 [%0], %1;" ::"r"(address), "r"(value) : "memory");
+}
 __device__ __forceinline__ uint2 load_cluster_u32x2(uint32_t address) {
   uint2 value;
   asm volatile("ld.shared::cluster.v2.u32 {%0, %1}, [%2];" : "=r"(value.x), "=r"(value.y) : "r"(address) : "memory");
@@ -85,15 +88,12 @@ struct Team {
     reading_released = false;
   }
 
-  // The team breaks up: every CTA has finished reading the others' shared memory and may go on alone,
-  // or exit. What it read of their published state is covered by release_reads(); anything read since
-  // (read_since_release) takes one more cluster barrier.
-  __device__ __forceinline__ void leave(bool read_since_release) {
-    if (size == 1) return;
-    reclaim();
-    if (read_since_release) {
-      cluster_arrive_relaxed();
-      cluster_wait();
+  // Writes `value` to one shared-memory word at the same place in every CTA of the team (this one
+  // included); the next publish() makes it visible to them.
+  __device__ __forceinline__ void broadcast_word(uint32_t* local, uint32_t value) const {
+#pragma unroll
+    for (int r = 0; r < kMaxSize; ++r) {
+      if (r < size) store_cluster_u32(cluster_address(local, r), value);
     }
   }
 
