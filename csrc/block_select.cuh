@@ -105,20 +105,39 @@ struct BlockSelect {
   }
 
   // The warp's keys[lo, hi) that are >= bound, in order: put(rank, i, key) for each, rank counting
-  // them from 0, as long as they number at most `limit` (past it nothing more is put); returns their
-  // number. The pass behind compaction and the uncut write-out: its cost is latency, so a warp takes
-  // 512 keys per chunk, then what is left 128 at a time, bounds checked only in its last step
-  // (filter_chunk).
+  // them from 0, as long as the rank is below `limit` (past it nothing more is put); returns their
+  // number. The pass behind compaction and the uncut write-out. Its cost is latency, so keys are
+  // ranked by ballots, 32 at a time with one key per lane, which leaves no dependent chain but the
+  // running count: a lane's rank is the count so far plus the selected lanes below it. A step loads
+  // kKeysPerLane keys per lane before it ranks any; what is left goes 32 at a time, bounds checked.
+  static constexpr int kKeysPerLane = 8;
   template <class Put>
   __device__ __forceinline__ static uint32_t filter_span(const uint32_t* keys, int lo, int hi, uint32_t bound,
                                                          const Put& put, uint32_t limit) {
+    const int lane = threadIdx.x % 32;
+    const uint32_t lanes_below = (1u << lane) - 1u;
     uint32_t count = 0;
+    auto rank = [&](bool selected, int i, uint32_t key) {
+      const uint32_t lanes = __ballot_sync(0xFFFFFFFFu, selected);
+      const uint32_t r = count + __popc(lanes & lanes_below);
+      if (selected && r < limit) put(r, i, key);
+      count += __popc(lanes);
+    };
     int base = lo;
 #pragma unroll 1
-    for (; base + 512 <= hi; base += 512) filter_chunk<4, true>(keys, base, hi, bound, put, limit, count);
+    for (; base + 32 * kKeysPerLane <= hi; base += 32 * kKeysPerLane) {
+      uint32_t k[kKeysPerLane];
+#pragma unroll
+      for (int q = 0; q < kKeysPerLane; ++q) k[q] = keys[base + 32 * q + lane];
+#pragma unroll
+      for (int q = 0; q < kKeysPerLane; ++q) rank(k[q] >= bound, base + 32 * q + lane, k[q]);
+    }
 #pragma unroll 1
-    for (; base + 128 <= hi; base += 128) filter_chunk<1, true>(keys, base, hi, bound, put, limit, count);
-    if (base < hi) filter_chunk<1, false>(keys, base, hi, bound, put, limit, count);
+    for (; base < hi; base += 32) {
+      const int i = base + lane;
+      const uint32_t key = i < hi ? keys[i] : 0u;
+      rank(i < hi && key >= bound, i, key);
+    }
     return count;
   }
 
@@ -137,65 +156,6 @@ struct BlockSelect {
 #pragma unroll
     for (int offset = 16; offset > 0; offset >>= 1) count += __shfl_xor_sync(0xFFFFFFFFu, count, offset);
     return count;
-  }
-
-  // One chunk of filter_span(): 128 * kLoads keys from `base` (unless kFull, those at or past `end`
-  // excluded), kLoads independent 16-byte loads per lane, one compare per key, the loads' counts
-  // packed into one word (8 bits each, at most 128) and ranked by a single warp scan; then the keys
-  // are read again and put where ranked.
-  template <int kLoads, bool kFull, class Put>
-  __device__ __forceinline__ static void filter_chunk(const uint32_t* keys, int base, int end, uint32_t bound,
-                                                      const Put& put, uint32_t limit, uint32_t& count) {
-    static_assert(kLoads >= 1 && kLoads <= 4, "four counts of at most 128 fit one word");
-    const int lane = threadIdx.x % 32;
-    auto load4 = [&](int first, uint32_t(&k4)[4]) {
-      if (kFull || first + 4 <= end) {
-        const uint4 v = *reinterpret_cast<const uint4*>(keys + first);
-        k4[0] = v.x; k4[1] = v.y; k4[2] = v.z; k4[3] = v.w;
-      } else {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) k4[j] = first + j < end ? keys[first + j] : 0u;
-      }
-    };
-    auto selected = [&](uint32_t key, int i) { return key >= bound && (kFull || i < end); };
-    uint32_t packed = 0;
-#pragma unroll
-    for (int q = 0; q < kLoads; ++q) {
-      const int first = base + q * 128 + 4 * lane;
-      uint32_t k4[4];
-      load4(first, k4);
-      uint32_t c = 0;
-#pragma unroll
-      for (int j = 0; j < 4; ++j) c += selected(k4[j], first + j);
-      packed |= c << (8 * q);
-    }
-    uint32_t inclusive = packed;
-#pragma unroll
-    for (int offset = 1; offset < 32; offset <<= 1) {
-      const uint32_t other = __shfl_up_sync(0xFFFFFFFFu, inclusive, offset);
-      if (lane >= offset) inclusive += other;
-    }
-    const uint32_t totals = __shfl_sync(0xFFFFFFFFu, inclusive, 31);
-    const uint32_t exclusive = inclusive - packed;
-    uint32_t chunk_count = 0;
-#pragma unroll
-    for (int q = 0; q < kLoads; ++q) chunk_count += (totals >> (8 * q)) & 0xFFu;
-    if (count + chunk_count <= limit) {
-      uint32_t load_base = count;
-#pragma unroll
-      for (int q = 0; q < kLoads; ++q) {
-        const int first = base + q * 128 + 4 * lane;
-        uint32_t k4[4];
-        load4(first, k4);
-        uint32_t rank = load_base + ((exclusive >> (8 * q)) & 0xFFu);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          if (selected(k4[j], first + j)) put(rank++, first + j, k4[j]);
-        }
-        load_base += (totals >> (8 * q)) & 0xFFu;
-      }
-    }
-    count += chunk_count;
   }
 
   // Each warp copies the keys of its span of keys[0, n) that are at or above t, with their
