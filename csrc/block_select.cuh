@@ -110,7 +110,7 @@ struct BlockSelect {
   // ranked by ballots, 32 at a time with one key per lane, which leaves no dependent chain but the
   // running count: a lane's rank is the count so far plus the selected lanes below it. A step loads
   // kKeysPerLane keys per lane before it ranks any; what is left goes 32 at a time, bounds checked.
-  static constexpr int kKeysPerLane = 8;
+  static constexpr int kKeysPerLane = 4;
   template <class Put>
   __device__ __forceinline__ static uint32_t filter_span(const uint32_t* keys, int lo, int hi, uint32_t bound,
                                                          const Put& put, uint32_t limit) {
