@@ -44,8 +44,6 @@ struct BlockSelect {
     uint32_t segment_count[kWarps];  // compact_by_warp: keys in each warp's segment
     uint32_t warp_at[kWarps];
     uint32_t digit, count_above, count_at;
-    uint2 team_counts;  // this CTA's (above, at) for the team's emission offsets
-    alignas(8) uint32_t group_count[kBins / 32];  // a team's histogram summary (publish_histogram)
   };
 
   __device__ __forceinline__ static void zero_histogram(TempStorage& ts) {
@@ -194,30 +192,43 @@ struct BlockSelect {
   static constexpr int kGroups = kBins / kGroupBins;
   static_assert(kGroups == 64 && kThreads * 4 == kBins, "two groups per lane; four bins per thread");
 
-  // This CTA's histogram (ts.hist, counted) is complete: summarize it for a team and publish it.
+  // This CTA's histogram (ts.hist, counted) is complete (a barrier): for a team, its group counts go
+  // to every CTA of the team (one exchange, which find_digit() waits for).
   __device__ __forceinline__ static void publish_histogram(TempStorage& ts, Team& team) {
-    if (team.size > 1) {
-      __syncthreads();
-      const uint4 c = *reinterpret_cast<const uint4*>(&ts.hist[4 * threadIdx.x]);
-      uint32_t sum = c.x + c.y + c.z + c.w;
+    __syncthreads();
+    if (team.size == 1) return;
+    const uint4 c = *reinterpret_cast<const uint4*>(&ts.hist[4 * threadIdx.x]);
+    uint32_t sum = c.x + c.y + c.z + c.w;
 #pragma unroll
-      for (int offset = 1; offset < kGroupBins / 4; offset <<= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, offset);
-      if (threadIdx.x % (kGroupBins / 4) == 0) ts.group_count[threadIdx.x / (kGroupBins / 4)] = sum;
-    }
-    team.publish();
+    for (int offset = 1; offset < kGroupBins / 4; offset <<= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, offset);
+    static_assert(kGroups == TeamMailbox::kWords, "one exchange carries a histogram's group counts");
+    const Exchange groups = team.begin_exchange(kGroups);
+    if (threadIdx.x % (kGroupBins / 4) == 0) team.send(groups, threadIdx.x / (kGroupBins / 4), sum);
   }
 
   // The digit whose bin holds the need-th largest key of the team's histogram (ts.hist of every CTA
-  // of the team, published), into ts.digit / count_above (keys in higher bins) / count_at.
+  // of the team, their group counts exchanged by publish_histogram()), into ts.digit / count_above
+  // (keys in higher bins) / count_at. A team exchanges the 32 bins of the group that holds the key.
   __device__ static void find_digit(TempStorage& ts, int need, Team& team) {
     if (team.size == 1) {
       find_digit_local(ts, need);
       return;
     }
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const Exchange groups_exchange = team.latest();
+    const Exchange bins_exchange = team.begin_exchange(kGroupBins);
     if (warp == 0) {
       // Groups from the top: lane l holds groups 63 - 2l (upper) and 62 - 2l, summed over the team.
-      const uint2 groups = team.sum_pairs(ts.group_count + (kGroups - 2 - 2 * lane));
+      team.wait(groups_exchange);
+      uint2 groups = make_uint2(0, 0);
+#pragma unroll
+      for (int r = 0; r < Team::kMaxSize; ++r) {
+        if (r < team.size) {
+          const uint2 g = *reinterpret_cast<const uint2*>(Team::received(groups_exchange, r) + kGroups - 2 - 2 * lane);
+          groups.x += g.x;
+          groups.y += g.y;
+        }
+      }
       const uint32_t pair = groups.x + groups.y;
       const uint32_t before = exclusive_from_top(pair, lane);
       uint32_t group = 0, above = 0;
@@ -235,7 +246,11 @@ struct BlockSelect {
       above = __shfl_sync(0xFFFFFFFFu, above, owner);
       // Bins of that group from the top: lane l holds bin group * 32 + 31 - l.
       const uint32_t bin = group * kGroupBins + kGroupBins - 1 - lane;
-      const uint32_t count = team.sum_words(ts.hist + bin);
+      team.send(bins_exchange, lane, ts.hist[bin]);
+      team.wait(bins_exchange);
+      uint32_t count = 0;
+#pragma unroll
+      for (int r = 0; r < Team::kMaxSize; ++r) count += r < team.size ? Team::received(bins_exchange, r)[lane] : 0u;
       const uint32_t running = above + exclusive_from_top(count, lane);
       if (running < static_cast<uint32_t>(need) && running + count >= static_cast<uint32_t>(need)) {
         ts.digit = bin;
@@ -243,7 +258,6 @@ struct BlockSelect {
         ts.count_at = count;
       }
     }
-    team.release_reads();
     __syncthreads();
   }
 
@@ -309,7 +323,6 @@ struct BlockSelect {
       t.all_at_selected = at == static_cast<uint32_t>(t.need);
       if (t.all_at_selected || t.bits >= significant_bits) break;
       __syncthreads();  // every thread has read digit/count_* before the next pass overwrites hist
-      team.reclaim();   // and every CTA of the team has read this CTA's histogram
       zero_histogram(ts);
       __syncthreads();
       const int next_width = min(kDigitBits, significant_bits - t.bits);
@@ -336,7 +349,7 @@ struct BlockSelect {
       above_total += __shfl_xor_sync(0xFFFFFFFFu, above_total, offset);
       at_total += __shfl_xor_sync(0xFFFFFFFFu, at_total, offset);
     }
-    const uint2 lower = team.lower_ranks_total(&ts.team_counts, above_total, at_total);
+    const uint2 lower = team.lower_ranks_total(above_total, at_total);
     return make_uint2(above_before + lower.x, at_before + lower.y);
   }
 

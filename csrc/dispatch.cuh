@@ -59,7 +59,7 @@ struct Policy {
   static constexpr int kMaxSortedK = 8192;
   static_assert(kMaxSortedK * 2 <= kSmemKeys, "the sorted selection fits the keys buffer");
   static_assert(kSoloMaxKeys <= kSmemKeys && kTeamMinFewRows <= kSoloMaxKeys, "a solo row fits the keys buffer");
-  static_assert(kMaxClusterSize <= Team::kMaxSize, "team reads are unrolled for kMaxSize CTAs");
+  static_assert(kMaxClusterSize <= Team::kMaxSize, "a team mailbox holds kMaxSize senders");
 };
 
 enum WindowMode : int { kWindowLengths = 0, kWindowDecode = 1, kWindowPrefill = 2 };
@@ -171,7 +171,6 @@ __device__ __forceinline__ void select_row_in_shared(const Params& p, int r, Tea
                                                      const RecordClaim& record_claim) {
   constexpr int kThreads = Policy::kThreads;
   using Select = BlockSelect<kThreads>;
-  team.reclaim();  // the team has read this CTA's histogram and counts of the previous row
   Select::zero_histogram(ts);
   const RowWindow w = row_window(p, r);
   const TeamSlices slices = TeamSlices::of(w.n, team.size, Policy::kSliceAlign);
@@ -193,7 +192,7 @@ __device__ __forceinline__ void select_row_in_shared(const Params& p, int r, Tea
   // Bare indices, no padding: the row is done. (The kernel's loop starts every row with a barrier, so
   // keys and ts are free for the next one either way.)
   if (m == p.k && !finish_reads_output(p)) return;
-  if (finish_reads_output(p)) team.publish();  // the whole answer is in out before one CTA finishes it
+  if (finish_reads_output(p)) team.publish_global_writes();  // the answer is in out before one CTA finishes it
   if (team.rank() == 0) finish_row<kThreads, T>(m, p.k, row_output<T>(p, r, w), reinterpret_cast<uint64_t*>(keys));
 }
 
@@ -204,9 +203,10 @@ __device__ __forceinline__ void select_row_in_shared(const Params& p, int r, Tea
 // Team launches (clusters) hand out rows in two phases, each over ordinals that count the rows of its
 // kind in index order (find_row() finds the row of an ordinal):
 //  - team rows: cluster c starts on team row c, then takes clusters + (its rank 0's claims on the team
-//    counter), one claim during each team row's load, which rank 0 writes into every CTA's shared
-//    memory of the cluster. A cluster with a long row thus never holds a second one that an idle
-//    cluster could take (static round robin gave some clusters two team rows and others none);
+//    counter), one claim during each team row's load, which the team's CTAs receive with the row's
+//    last exchange (Team::set_leader_word). A cluster with a long row thus never holds a second one
+//    that an idle cluster could take (static round robin gave some clusters two team rows and others
+//    none);
 //  - every other row (short, solo and global rows) by one CTA, each taken from the solo counter: CTAs
 //    whose cluster had no team row start at once, the others join as their team rows finish.
 // Plain launches (no team rows possible) start every CTA on row blockIdx.x without touching the queue,
@@ -233,8 +233,6 @@ struct WorkState {
   int row;                  // the row selected last; -1 before the first
   uint32_t ordinal;         // the next row's ordinal (plain launches: the row itself)
   uint32_t claim;           // solo rows of team launches: the solo counter's answer to the latest claim
-  uint32_t team_claims[2];  // the team counter's answers to rank 0's claims, by parity of team_rows
-  uint32_t team_rows;       // team rows this cluster has selected
   int team_claims_skipped;  // see skip_team_claims(); set by the first search of the team phase,
   uint32_t team_total;      // with the number of team rows when they are skipped
   // The row cursor (find_row): the ordinals a CTA asks for within a phase only grow, so each search
@@ -322,8 +320,8 @@ __device__ __forceinline__ bool skip_team_claims(const Params& p, const FoundRow
 }
 
 // Thread 0's claim of the row after the one this CTA starts: issued before the row's loads, so that
-// its round trip hides behind them, and recorded (written to shared memory, a team's in every CTA's)
-// once they are in. Held in one register only while the row loads.
+// its round trip hides behind them, and recorded (in shared memory; a team's rank 0 hands it to the
+// team) once they are in. Held in one register only while the row loads.
 struct NextRowClaim {
   uint32_t answer = kNoClaim;
 
@@ -339,8 +337,7 @@ struct NextRowClaim {
   }
   __device__ __forceinline__ void record(const Params& p, WorkState& s, const Team& team) const {
     if (s.phase == WorkState::kTeamRows) {
-      if (team.rank() == 0 && !s.team_claims_skipped)
-        team.broadcast_word(&s.team_claims[(s.team_rows + 1) & 1], answer);
+      if (team.rank() == 0) Team::set_leader_word(answer);
     } else if (p.team_size > 1) {
       s.claim = answer;
     } else {
@@ -365,9 +362,8 @@ __device__ __forceinline__ int next_row(const Params& p, WorkState& s, Team& tea
     const bool claims = after_first && !s.team_claims_skipped;
     uint32_t claim = kNoClaim;  // thread 0's
     if (threadIdx.x == 0 && after_first) {  // rank 0's claim names the cluster's next team row
-      if (claims) claim = s.team_claims[(s.team_rows + 1) & 1];
+      if (claims) claim = Team::leader_word();
       s.ordinal = claims ? clusters + claim : kNoClaim;
-      s.team_rows += 1;
     }
     __syncthreads();
     const uint32_t ordinal = s.ordinal;
@@ -385,9 +381,8 @@ __device__ __forceinline__ int next_row(const Params& p, WorkState& s, Team& tea
     const uint32_t team_rows = found.total;
     if (threadIdx.x == 0 && team.rank() == 0 && claim != kNoClaim && claim == team_rows - 1u)
       p.queue[kTeamCounter] = 0u;  // the last claim
-    // Every CTA of the cluster has read what it reads of the others' shared memory (the last row's
-    // histograms and counts) before any goes on alone, and may exit.
-    team.reclaim();
+    // Nothing more arrives in this CTA's mailbox (every exchange it began has completed): it goes on
+    // alone, and may exit.
     team = Team::solo();
     const uint32_t solo_rows = rows - team_rows;
     if (solo_rows == 0u) return -1;
@@ -423,11 +418,11 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
   PERSISTENT_TOPK_STAMP(0);
   const bool team_launch = p.team_size > 1;
   Team team = team_launch ? Team::of_cluster(p.team_size) : Team::solo();
+  team.open();
   if (threadIdx.x == 0) {
     state.phase = team_launch ? WorkState::kTeamRows : WorkState::kSoloRows;
     state.row = -1;
     state.ordinal = team_launch ? blockIdx.x / static_cast<uint32_t>(p.team_size) : blockIdx.x;
-    state.team_rows = 0;
     reset_cursor(state);
   }
   for (;;) {

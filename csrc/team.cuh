@@ -1,143 +1,199 @@
 // A row's team: the CTAs that select one row together. A long row is cut into one slice per CTA of a
 // thread-block cluster; each CTA holds its slice in its own shared memory, and the team agrees on
-// every radix digit by summing the CTAs' histograms through distributed shared memory. The selection
-// is then written straight to the output: each CTA learns how many keys the CTAs of lower rank (lower
-// columns) select and writes its own at that offset, so no candidate list and no merge step exist.
+// every radix digit by summing the CTAs' histograms, exchanged through distributed shared memory. The
+// selection is then written straight to the output: each CTA learns how many keys the CTAs of lower
+// rank (lower columns) select and writes its own at that offset, so no candidate list and no merge
+// step exist.
+//
+// Exchanges are pushed, not pulled: each CTA writes what it shares into every CTA's mailbox with
+// st.async, whose arrival completes bytes of the receiver's mbarrier, and each CTA waits on its own
+// mbarrier. No cluster barrier and no memory barrier sit on the path: a barrier.cluster.arrive.release
+// (or any fence at cluster scope) compiles to MEMBAR.ALL.GPU, ~1K cycles each, and a team row used to
+// pay four of them (docs/perf-notes.md).
 //
 // Cluster CTAs are co-scheduled by the hardware, so they may wait for each other (SPEC §4); CTAs of
-// different clusters never do. A solo CTA is a team of one and touches no cluster barrier.
+// different clusters never do. A solo CTA is a team of one and touches no cluster resource.
 #pragma once
 #include <cstdint>
 #include <cooperative_groups.h>
 
 namespace persistent_topk {
 
-// Distributed shared memory by 32-bit shared::cluster addresses, mapped where they are read: generic
+// Distributed shared memory by 32-bit shared::cluster addresses, mapped where they are used: generic
 // 64-bit pointers from map_shared_rank() are loop-invariant, so the compiler hoisted one per CTA of
 // the team and object out of the kernel's loops and spilled them.
+__device__ __forceinline__ uint32_t shared_address(const void* local) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(local));
+}
 __device__ __forceinline__ uint32_t cluster_address(const void* local, int rank) {
-  const uint32_t shared = static_cast<uint32_t>(__cvta_generic_to_shared(local));
   uint32_t remote;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(shared), "r"(rank));
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(shared_address(local)), "r"(rank));
   return remote;
 }
-__device__ __forceinline__ uint32_t load_cluster_u32(uint32_t address) {
-  uint32_t value;
-  asm volatile("ld.shared::cluster.u32 %0, [%1];" : "=r"(value) : "r"(address) : "memory");
-  return value;
+
+// st.async: a store into a CTA's shared memory (this one's included) that, once it has landed,
+// completes its bytes of the transaction count of that CTA's mbarrier.
+__device__ __forceinline__ void push_u32(uint32_t remote, uint32_t value, uint32_t remote_barrier) {
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.u32 [%0], %1, [%2];" ::"r"(remote), "r"(value),
+               "r"(remote_barrier)
+               : "memory");
 }
-__device__ __forceinline__ void store_cluster_u32(uint32_t address, uint32_t value) {
-  asm volatile("st.shared::cluster.u32 [%0], %1;" ::"r"(address), "r"(value) : "memory");
+__device__ __forceinline__ void push_u32x4(uint32_t remote, uint4 value, uint32_t remote_barrier) {
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.u32 [%0], {%1, %2, %3, %4}, [%5];" ::"r"(
+                   remote),
+               "r"(value.x), "r"(value.y), "r"(value.z), "r"(value.w), "r"(remote_barrier)
+               : "memory");
 }
-__device__ __forceinline__ uint2 load_cluster_u32x2(uint32_t address) {
-  uint2 value;
-  asm volatile("ld.shared::cluster.v2.u32 {%0, %1}, [%2];" : "=r"(value.x), "=r"(value.y) : "r"(address) : "memory");
-  return value;
+// This CTA's one arrival on its mbarrier for the current phase, with the bytes it expects to receive.
+__device__ __forceinline__ void arrive_expecting(uint32_t barrier, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(barrier), "r"(bytes) : "memory");
+}
+// Until the phase of the given parity of this CTA's mbarrier has completed; acquire at cluster scope
+// pairs with the release of the senders' completions, so what they pushed is visible after it.
+__device__ __forceinline__ void wait_phase(uint32_t barrier, uint32_t parity) {
+  asm volatile(
+      "{\n"
+      ".reg .pred done;\n"
+      "WAIT_%=:\n"
+      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT_%=;\n"
+      "}\n" ::"r"(barrier),
+      "r"(parity)
+      : "memory");
 }
 
 // Cluster barrier halves, called by every thread of the CTA. The non-.aligned forms: a warp may reach
-// them diverged (a lane-0 store just before, a loop whose trip count differs by lane), which the
-// .aligned forms leave undefined. A release arrive compiles to a GPU-scope memory barrier
-// (MEMBAR.ALL.GPU, which waits for every store in flight, global ones included), so only publish()
-// pays for one; an arrive that only says "my reads of the others' shared memory are done" is relaxed:
-// the values read are already in registers and used.
+// them diverged (a lane-0 store just before), which the .aligned forms leave undefined. The release
+// arrive compiles to a GPU-scope memory barrier (MEMBAR.ALL.GPU, which waits for every store in
+// flight, global ones included): only Team::publish_global_writes() pays for one.
 __device__ __forceinline__ void cluster_arrive_release() { asm volatile("barrier.cluster.arrive.release;\n" ::: "memory"); }
 __device__ __forceinline__ void cluster_arrive_relaxed() { asm volatile("barrier.cluster.arrive.relaxed;\n" ::: "memory"); }
 __device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire;\n" ::: "memory"); }
 
-struct Team {
-  // The largest team: remote reads are unrolled to this many CTAs so that they are all in flight at
-  // once (a distributed shared memory round trip costs hundreds of cycles; one after another they
-  // cost microseconds per exchange).
+// What a team's CTAs push to each other: one slot per parity of the exchange's sequence number, so
+// that an exchange's words can arrive while the previous exchange's are still being read (no CTA gets
+// two exchanges ahead of another: each exchange needs every CTA's words).
+struct TeamMailbox {
   static constexpr int kMaxSize = 8;
-  int size;  // CTAs selecting this row: 1 (solo) or the cluster size
-  // This CTA has said it finished reading the others' published state (barrier arrive) but has not
-  // yet waited for the others to say the same; nothing published may be overwritten until it has.
-  bool reading_released;
+  // The most words one CTA sends in one exchange: a histogram's 64 group counts.
+  static constexpr int kWords = 64;
+  alignas(16) uint32_t words[2][kMaxSize][kWords];  // [slot][sender][word]
+  alignas(8) uint64_t arrived[2];                   // mbarriers, one per slot
+  uint32_t leader_word_out;  // rank 0: the word it hands the team with the row's counts
+  uint32_t leader_word_in;   // rank 0's word, received with the latest row's counts
+};
+__shared__ TeamMailbox team_mailbox;
 
-  __device__ __forceinline__ static Team solo() { return Team{1, false}; }
-  __device__ __forceinline__ static Team of_cluster(int size) { return Team{size, false}; }
+// One exchange: its mailbox slot and the phase of that slot's mbarrier that completes it.
+struct Exchange {
+  int slot;
+  uint32_t phase;
+};
+
+struct Team {
+  static constexpr int kMaxSize = TeamMailbox::kMaxSize;
+  int size;            // CTAs selecting this row: 1 (solo) or the cluster size
+  uint32_t exchanges;  // exchanges begun; every CTA of the team begins the same ones in the same order
+
+  __device__ __forceinline__ static Team solo() { return Team{1, 0u}; }
+  __device__ __forceinline__ static Team of_cluster(int size) { return Team{size, 0u}; }
   // This CTA's slice: slices of lower rank hold lower columns. Read from the hardware where needed
   // rather than held in a register through the selection.
   __device__ __forceinline__ int rank() const {
     return size == 1 ? 0 : static_cast<int>(cooperative_groups::this_cluster().block_rank());
   }
 
-  // Every CTA has written what it publishes (shared-memory histogram, counts) and may read the others'.
-  // Also a barrier for this CTA's own threads.
-  __device__ __forceinline__ void publish() {
-    if (size == 1) {
-      __syncthreads();
-      return;
-    }
-    reclaim();
-    cluster_arrive_release();
-    cluster_wait();
-  }
-  // This CTA's reads of the others' published state are complete (arrive now, wait in reclaim()).
-  // Call only after the values read have been used (the arrive is relaxed).
-  __device__ __forceinline__ void release_reads() {
+  // Every thread, once, before the team's first exchange: the mailbox's mbarriers are initialized in
+  // every CTA before any CTA pushes to another.
+  __device__ __forceinline__ void open() {
     if (size == 1) return;
+    if (threadIdx.x == 0) {
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(shared_address(&team_mailbox.arrived[0])) : "memory");
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(shared_address(&team_mailbox.arrived[1])) : "memory");
+      asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
     cluster_arrive_relaxed();
-    reading_released = true;
-  }
-  // Before overwriting anything published: every CTA has finished reading it.
-  __device__ __forceinline__ void reclaim() {
-    if (size == 1 || !reading_released) return;
     cluster_wait();
-    reading_released = false;
   }
 
-  // Writes `value` to one shared-memory word at the same place in every CTA of the team (this one
-  // included); the next publish() makes it visible to them.
-  __device__ __forceinline__ void broadcast_word(uint32_t* local, uint32_t value) const {
+  // Every thread, uniformly: the next exchange, in which every CTA sends `words` words to every CTA.
+  // Thread 0 arrives on this CTA's mbarrier expecting them (that slot's previous exchange is complete:
+  // thread 0 has waited for it).
+  __device__ __forceinline__ Exchange begin_exchange(int words) {
+    const Exchange x{static_cast<int>(exchanges & 1u), (exchanges >> 1) & 1u};
+    ++exchanges;
+    if (threadIdx.x == 0) {
+      arrive_expecting(shared_address(&team_mailbox.arrived[x.slot]), static_cast<uint32_t>(size * words) * 4u);
+    }
+    return x;
+  }
+  // The exchange begun last.
+  __device__ __forceinline__ Exchange latest() const {
+    const uint32_t e = exchanges - 1u;
+    return Exchange{static_cast<int>(e & 1u), (e >> 1) & 1u};
+  }
+  // This CTA's word `word` of exchange x, to every CTA of the team.
+  __device__ __forceinline__ void send(const Exchange& x, int word, uint32_t value) const {
+    const int me = rank();
 #pragma unroll
     for (int r = 0; r < kMaxSize; ++r) {
-      if (r < size) store_cluster_u32(cluster_address(local, r), value);
+      if (r < size) {
+        push_u32(cluster_address(&team_mailbox.words[x.slot][me][word], r), value,
+                 cluster_address(&team_mailbox.arrived[x.slot], r));
+      }
     }
   }
-
-  // Sum over the team of one shared-memory word / 8-byte-aligned pair at the same place in every CTA.
-  __device__ __forceinline__ uint32_t sum_words(const uint32_t* local) const {
-    uint32_t c[kMaxSize];
-#pragma unroll
-    for (int r = 0; r < kMaxSize; ++r) c[r] = r < size ? load_cluster_u32(cluster_address(local, r)) : 0u;
-    uint32_t sum = 0;
-#pragma unroll
-    for (int r = 0; r < kMaxSize; ++r) sum += c[r];
-    return sum;
-  }
-  __device__ __forceinline__ uint2 sum_pairs(const uint32_t* local) const {
-    uint2 c[kMaxSize];
-#pragma unroll
-    for (int r = 0; r < kMaxSize; ++r) c[r] = r < size ? load_cluster_u32x2(cluster_address(local, r)) : make_uint2(0, 0);
-    uint2 sum = make_uint2(0, 0);
+  __device__ __forceinline__ void send4(const Exchange& x, int word, uint4 value) const {
+    const int me = rank();
 #pragma unroll
     for (int r = 0; r < kMaxSize; ++r) {
-      sum.x += c[r].x;
-      sum.y += c[r].y;
+      if (r < size) {
+        push_u32x4(cluster_address(&team_mailbox.words[x.slot][me][word], r), value,
+                   cluster_address(&team_mailbox.arrived[x.slot], r));
+      }
     }
-    return sum;
+  }
+  // Until every CTA's words of exchange x are here.
+  __device__ __forceinline__ void wait(const Exchange& x) const {
+    wait_phase(shared_address(&team_mailbox.arrived[x.slot]), x.phase);
+  }
+  __device__ __forceinline__ static const uint32_t* received(const Exchange& x, int sender) {
+    return team_mailbox.words[x.slot][sender];
   }
 
-  // (above, at) summed over the CTAs of lower rank, given this CTA's own; `slot` is shared memory
-  // that the team reads. Called by every thread of the CTA: in every warp, lane r reads rank r's
-  // slot if r is below this CTA's rank, and lanes 0..kMaxSize-1 are summed (one remote load per lane).
-  __device__ __forceinline__ uint2 lower_ranks_total(uint2* slot, uint32_t above, uint32_t at) {
+  // (above, at) summed over the CTAs of lower rank, given this CTA's own. Called by every thread of the
+  // CTA; one exchange. Rank 0's leader word (set_leader_word) travels with it.
+  __device__ __forceinline__ uint2 lower_ranks_total(uint32_t above, uint32_t at) {
     if (size == 1) return make_uint2(0, 0);
-    reclaim();
-    if (threadIdx.x == 0) *slot = make_uint2(above, at);
-    publish();
+    const Exchange x = begin_exchange(4);
+    if (threadIdx.x == 0) send4(x, 0, make_uint4(above, at, team_mailbox.leader_word_out, 0u));
+    wait(x);
     const int lane = threadIdx.x % 32;
-    uint2 before = lane < rank() ? load_cluster_u32x2(cluster_address(slot, lane)) : make_uint2(0, 0);
+    const uint32_t* from = received(x, lane < kMaxSize ? lane : 0);
+    uint2 before = lane < rank() ? make_uint2(from[0], from[1]) : make_uint2(0, 0);
 #pragma unroll
     for (int offset = 1; offset < kMaxSize; offset <<= 1) {
       before.x += __shfl_xor_sync(0xFFFFFFFFu, before.x, offset);
       before.y += __shfl_xor_sync(0xFFFFFFFFu, before.y, offset);
     }
-    before = make_uint2(__shfl_sync(0xFFFFFFFFu, before.x, 0), __shfl_sync(0xFFFFFFFFu, before.y, 0));
-    release_reads();  // after the loaded values are used: the loads have completed
-    return before;
+    if (threadIdx.x == 0) team_mailbox.leader_word_in = received(x, 0)[2];
+    return make_uint2(__shfl_sync(0xFFFFFFFFu, before.x, 0), __shfl_sync(0xFFFFFFFFu, before.y, 0));
+  }
+  // Rank 0's thread 0: the word the team receives with this row's counts (lower_ranks_total).
+  __device__ __forceinline__ static void set_leader_word(uint32_t word) { team_mailbox.leader_word_out = word; }
+  // Thread 0: rank 0's word, received with the latest row's counts.
+  __device__ __forceinline__ static uint32_t leader_word() { return team_mailbox.leader_word_in; }
+
+  // Every CTA's global-memory writes so far are visible to every CTA of the team (a release barrier,
+  // with its GPU-scope memory barrier: for rows that one CTA finishes from what all of them wrote).
+  // Also a barrier for this CTA's own threads.
+  __device__ __forceinline__ void publish_global_writes() const {
+    if (size == 1) {
+      __syncthreads();
+      return;
+    }
+    cluster_arrive_release();
+    cluster_wait();
   }
 };
 

@@ -226,8 +226,7 @@ __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const 
     auto recount = [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
       Select::count_digits_shared(ts, typename List::Spans{list}, list.keys, prefix, shift, digit_mask);
     };
-    team.reclaim();  // every CTA has read this CTA's first-digit histogram
-    Select::zero_histogram(ts);
+    Select::zero_histogram(ts);  // find_digit() has read it (the team reads what was sent)
     __syncthreads();
     recount(t, 32 - t.bits - next_width, (1u << next_width) - 1u);
     Select::publish_histogram(ts, team);
