@@ -186,8 +186,8 @@ struct BlockSelect {
 
   // A team searches its histograms in two levels, so that little crosses distributed shared memory
   // (every CTA reading all of the others' 2048 bins cost ~3.5 us per digit): 64 groups of 32 bins,
-  // summed by each CTA before it publishes, then the 32 bins of the one group that holds the need-th
-  // key. One warp does both.
+  // summed by each CTA before it sends them, then the 32 bins of the one group that holds the need-th
+  // key. One warp does the search.
   static constexpr int kGroupBins = 32;
   static constexpr int kGroups = kBins / kGroupBins;
   static_assert(kGroups == 64 && kThreads * 4 == kBins, "two groups per lane; four bins per thread");
