@@ -381,8 +381,7 @@ __device__ __forceinline__ int next_row(const Params& p, WorkState& s, Team& tea
     const uint32_t team_rows = found.total;
     if (threadIdx.x == 0 && team.rank() == 0 && claim != kNoClaim && claim == team_rows - 1u)
       p.queue[kTeamCounter] = 0u;  // the last claim
-    // Nothing more arrives in this CTA's mailbox (every exchange it began has completed): it goes on
-    // alone, and may exit.
+    team.close();
     team = Team::solo();
     const uint32_t solo_rows = rows - team_rows;
     if (solo_rows == 0u) return -1;

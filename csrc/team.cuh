@@ -103,8 +103,10 @@ struct Team {
     return size == 1 ? 0 : static_cast<int>(cooperative_groups::this_cluster().block_rank());
   }
 
-  // Every thread, once, before the team's first exchange: the mailbox's mbarriers are initialized in
-  // every CTA before any CTA pushes to another.
+  // Every thread, once, before the team's first exchange: the mailbox's mbarriers are initialized, and
+  // the cluster barrier that makes them so in every CTA before any CTA pushes to another is arrived
+  // at. It is waited for only by the first exchange (or close()), so that its latency hides behind the
+  // first row's start and load.
   __device__ __forceinline__ void open() {
     if (size == 1) return;
     if (threadIdx.x == 0) {
@@ -113,13 +115,19 @@ struct Team {
       asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     cluster_arrive_relaxed();
-    cluster_wait();
+  }
+  // Every thread, once, when the team breaks up: completes open()'s barrier if no exchange has. Nothing
+  // more arrives in this CTA's mailbox (every exchange it began has completed), so it may go on alone
+  // and exit.
+  __device__ __forceinline__ void close() {
+    if (size > 1 && exchanges == 0u) cluster_wait();
   }
 
   // Every thread, uniformly: the next exchange, in which every CTA sends `words` words to every CTA.
   // Thread 0 arrives on this CTA's mbarrier expecting them (that slot's previous exchange is complete:
   // thread 0 has waited for it).
   __device__ __forceinline__ Exchange begin_exchange(int words) {
+    if (exchanges == 0u) cluster_wait();  // open(): every CTA's mailbox is ready
     const Exchange x{static_cast<int>(exchanges & 1u), (exchanges >> 1) & 1u};
     ++exchanges;
     if (threadIdx.x == 0) {

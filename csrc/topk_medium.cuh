@@ -71,7 +71,22 @@ __device__ __forceinline__ void copy_async_16(void* shared_dst, const void* glob
   const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(shared_dst));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(global_src));
 }
-__device__ __forceinline__ void wait_async_copies() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+__device__ __forceinline__ void commit_async_copies() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// Until at most `pending` of this thread's latest commit groups are in flight (fewer if it is above
+// the largest immediate spelled out: waiting longer is still correct).
+__device__ __forceinline__ void wait_async_copies_but(int pending) {
+  if (pending >= 4) {
+    asm volatile("cp.async.wait_group 4;\n" ::: "memory");
+  } else if (pending == 3) {
+    asm volatile("cp.async.wait_group 3;\n" ::: "memory");
+  } else if (pending == 2) {
+    asm volatile("cp.async.wait_group 2;\n" ::: "memory");
+  } else if (pending == 1) {
+    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+  } else {
+    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+  }
+}
 
 // 4-byte words (float32 logits, or keys already) -> keys[0, n), counting the first digit. A 16-byte
 // aligned source is copied asynchronously as raw words and converted in place; otherwise each word
@@ -88,11 +103,17 @@ __device__ __forceinline__ void load_words(const uint32_t* __restrict__ src, int
     }
     return;
   }
+  // A thread converts and counts exactly the vectors it copied (v = threadIdx.x + j * kThreads), each
+  // one as soon as it has landed (its own commit group) while the later ones are still in flight:
+  // counting only once the whole row had landed left HBM idle meanwhile. A thread reads only its own
+  // copies, so no barrier is needed before the row is complete (select_in_shared() starts with one).
   const int vector_count = n / 4;
-  for (int v = threadIdx.x; v < vector_count; v += kThreads) copy_async_16(keys + 4 * v, src + 4 * v);
+  int copies = 0;
+  for (int v = threadIdx.x; v < vector_count; v += kThreads, ++copies) {
+    copy_async_16(keys + 4 * v, src + 4 * v);
+    commit_async_copies();
+  }
   for (int i = 4 * vector_count + threadIdx.x; i < n; i += kThreads) keys[i] = __ldcg(src + i);
-  wait_async_copies();
-  __syncthreads();
   uint4* vectors = reinterpret_cast<uint4*>(keys);
   auto convert4 = [&](int v, uint4 w) {
     w.x = to_key_of(w.x);
@@ -105,12 +126,10 @@ __device__ __forceinline__ void load_words(const uint32_t* __restrict__ src, int
     Select::count_first_digit(ts, w.z);
     Select::count_first_digit(ts, w.w);
   };
-  for (int v = threadIdx.x; v < vector_count; v += 2 * kThreads) {
-    const uint4 a = vectors[v];
-    const bool has_b = v + kThreads < vector_count;
-    const uint4 b = has_b ? vectors[v + kThreads] : make_uint4(0, 0, 0, 0);
-    convert4(v, a);
-    if (has_b) convert4(v + kThreads, b);
+  int landed = 0;
+  for (int v = threadIdx.x; v < vector_count; v += kThreads, ++landed) {
+    wait_async_copies_but(copies - 1 - landed);
+    convert4(v, vectors[v]);
   }
   for (int i = 4 * vector_count + threadIdx.x; i < n; i += kThreads) {
     const uint32_t key = to_key_of(keys[i]);
