@@ -181,7 +181,7 @@ __device__ __forceinline__ void select_row_in_shared(const Params& p, int r, Tea
   load_row<kThreads, T>(static_cast<const T*>(p.logits) + static_cast<int64_t>(r) * p.row_pitch + w.start + first,
                         length, keys, ts);
   // Behind the barrier before the loads (every thread has read what next_row() read of the state) and
-  // before the team's next barrier, which publishes it to the other CTAs.
+  // before the row's write-out, whose exchange hands a team's claim to its other CTAs.
   if (threadIdx.x == 0) record_claim();
   PERSISTENT_TOPK_STAMP(2);  // (select_in_shared() starts with a barrier: keys and ts.hist complete)
   const int spare = spare_offset(length);

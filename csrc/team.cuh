@@ -33,12 +33,12 @@ __device__ __forceinline__ uint32_t cluster_address(const void* local, int rank)
 
 // st.async: a store into a CTA's shared memory (this one's included) that, once it has landed,
 // completes its bytes of the transaction count of that CTA's mbarrier.
-__device__ __forceinline__ void push_u32(uint32_t remote, uint32_t value, uint32_t remote_barrier) {
+__device__ __forceinline__ void push(uint32_t remote, uint32_t value, uint32_t remote_barrier) {
   asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.u32 [%0], %1, [%2];" ::"r"(remote), "r"(value),
                "r"(remote_barrier)
                : "memory");
 }
-__device__ __forceinline__ void push_u32x4(uint32_t remote, uint4 value, uint32_t remote_barrier) {
+__device__ __forceinline__ void push(uint32_t remote, uint4 value, uint32_t remote_barrier) {
   asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.u32 [%0], {%1, %2, %3, %4}, [%5];" ::"r"(
                    remote),
                "r"(value.x), "r"(value.y), "r"(value.z), "r"(value.w), "r"(remote_barrier)
@@ -140,24 +140,16 @@ struct Team {
     const uint32_t e = exchanges - 1u;
     return Exchange{static_cast<int>(e & 1u), (e >> 1) & 1u};
   }
-  // This CTA's word `word` of exchange x, to every CTA of the team.
-  __device__ __forceinline__ void send(const Exchange& x, int word, uint32_t value) const {
+  // This CTA's words from `word` of exchange x (one uint32_t, or four in a uint4), to every CTA of the
+  // team.
+  template <typename Words>
+  __device__ __forceinline__ void send(const Exchange& x, int word, const Words& value) const {
     const int me = rank();
 #pragma unroll
     for (int r = 0; r < kMaxSize; ++r) {
       if (r < size) {
-        push_u32(cluster_address(&team_mailbox.words[x.slot][me][word], r), value,
-                 cluster_address(&team_mailbox.arrived[x.slot], r));
-      }
-    }
-  }
-  __device__ __forceinline__ void send4(const Exchange& x, int word, uint4 value) const {
-    const int me = rank();
-#pragma unroll
-    for (int r = 0; r < kMaxSize; ++r) {
-      if (r < size) {
-        push_u32x4(cluster_address(&team_mailbox.words[x.slot][me][word], r), value,
-                   cluster_address(&team_mailbox.arrived[x.slot], r));
+        push(cluster_address(&team_mailbox.words[x.slot][me][word], r), value,
+             cluster_address(&team_mailbox.arrived[x.slot], r));
       }
     }
   }
@@ -174,7 +166,7 @@ struct Team {
   __device__ __forceinline__ uint2 lower_ranks_total(uint32_t above, uint32_t at) {
     if (size == 1) return make_uint2(0, 0);
     const Exchange x = begin_exchange(4);
-    if (threadIdx.x == 0) send4(x, 0, make_uint4(above, at, team_mailbox.leader_word_out, 0u));
+    if (threadIdx.x == 0) send(x, 0, make_uint4(above, at, team_mailbox.leader_word_out, 0u));
     wait(x);
     const int lane = threadIdx.x % 32;
     const uint32_t* from = received(x, lane < kMaxSize ? lane : 0);

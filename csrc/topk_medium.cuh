@@ -88,9 +88,9 @@ __device__ __forceinline__ void wait_async_copies_but(int pending) {
   }
 }
 
-// 4-byte words (float32 logits, or keys already) -> keys[0, n), counting the first digit. A 16-byte
-// aligned source is copied asynchronously as raw words and converted in place; otherwise each word
-// goes through registers. `to_key_of(word)` converts one word.
+// 4-byte words (float32 logits) -> keys[0, n), counting the first digit. A 16-byte aligned source is
+// copied asynchronously as raw words and converted in place; otherwise each word goes through
+// registers. `to_key_of(word)` converts one word.
 template <int kThreads, class ToKey>
 __device__ __forceinline__ void load_words(const uint32_t* __restrict__ src, int n, uint32_t* keys,
                                            typename BlockSelect<kThreads>::TempStorage& ts, const ToKey& to_key_of) {
@@ -140,9 +140,6 @@ __device__ __forceinline__ void load_words(const uint32_t* __restrict__ src, int
 
 struct Float32BitsToKey {
   __device__ __forceinline__ uint32_t operator()(uint32_t bits) const { return to_key(__uint_as_float(bits)); }
-};
-struct IdentityKey {
-  __device__ __forceinline__ uint32_t operator()(uint32_t key) const { return key; }
 };
 
 // A row's (or slice's) logits -> keys in shared memory, first digit counted (ts.hist must be zero).
