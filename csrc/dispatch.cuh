@@ -96,8 +96,8 @@ struct RowWindow {
   int n;
 };
 
-// The bounds are read through the read-only data cache (the kernel never writes them): a row's
-// bounds are read again soon after the work queue has read them, and then hit in L1.
+// Read once per row (the work queue keeps what it read: WorkState::row_windows), through the
+// read-only data path: the kernel never writes them.
 __device__ __forceinline__ RowWindow row_window(const Params& p, int r) {
   int64_t start = 0, length;
   if (p.window_mode == kWindowDecode) {
@@ -163,16 +163,15 @@ __device__ __forceinline__ bool finish_reads_output(const Params& p) {
   return p.by_value != 0 || p.values != nullptr || p.page_table != nullptr;
 }
 
-// Row r by this CTA's team: its slice into shared memory, then the team's selection (team.cuh). A
+// Row r (window w) by this CTA's team: its slice into shared memory, then the team's selection (team.cuh). A
 // solo row is the one slice of a team of one. record_claim() runs in thread 0 once the loads are in.
 template <typename T, class RecordClaim>
-__device__ __forceinline__ void select_row_in_shared(const Params& p, int r, Team& team, uint32_t* keys,
+__device__ __forceinline__ void select_row_in_shared(const Params& p, int r, const RowWindow& w, Team& team, uint32_t* keys,
                                                      typename BlockSelect<Policy::kThreads>::TempStorage& ts,
                                                      const RecordClaim& record_claim) {
   constexpr int kThreads = Policy::kThreads;
   using Select = BlockSelect<kThreads>;
   Select::zero_histogram(ts);
-  const RowWindow w = row_window(p, r);
   const TeamSlices slices = TeamSlices::of(w.n, team.size, Policy::kSliceAlign);
   const int rank = team.rank();
   const int first = slices.first(rank), length = slices.length(rank, w.n);
@@ -238,10 +237,13 @@ struct WorkState {
   // The row cursor (find_row): the ordinals a CTA asks for within a phase only grow, so each search
   // resumes where the last one stopped. Rows before window_row are counted (cursor_count of the
   // phase's kind); window_lanes marks the rows of the kind among the kThreads rows from window_row,
-  // one word per warp. Written only between two barriers (look_at_window).
+  // one word per warp, and row_windows holds their RowWindows (a row's bounds are read once: every
+  // later read would be an L2 round trip, ~700 cycles, as the team's cluster-scope acquires invalidate
+  // L1). Written only between two barriers (look_at_window).
   int window_row;
   uint32_t cursor_count;
   uint32_t window_lanes[kWarps];
+  RowWindow row_windows[Policy::kThreads];
 };
 
 __device__ __forceinline__ void reset_cursor(WorkState& s) {
@@ -254,7 +256,9 @@ __device__ __forceinline__ void reset_cursor(WorkState& s) {
 __device__ __forceinline__ void look_at_window(const Params& p, WorkState& s, int first, uint32_t counted,
                                                bool team_kind) {
   const int r = first + static_cast<int>(threadIdx.x);
-  const bool match = r < p.rows && (plan_row(p, row_window(p, r).n) == RowPath::kTeam) == team_kind;
+  const RowWindow w = r < p.rows ? row_window(p, r) : RowWindow{0, 0};
+  s.row_windows[threadIdx.x] = w;
+  const bool match = r < p.rows && (plan_row(p, w.n) == RowPath::kTeam) == team_kind;
   const uint32_t lanes = __ballot_sync(0xFFFFFFFFu, match);
   if (threadIdx.x % 32 == 0) s.window_lanes[threadIdx.x / 32] = lanes;
   if (threadIdx.x == 0) {
@@ -264,11 +268,13 @@ __device__ __forceinline__ void look_at_window(const Params& p, WorkState& s, in
 }
 
 // What find_row() found: the row (-1 if there are fewer rows of the kind than the ordinal asks for)
-// and, when its search reached the window that holds the last row, how many rows of the kind exist.
+// with its window and, when its search reached the window that holds the last row, how many rows of
+// the kind exist.
 struct FoundRow {
   static constexpr uint32_t kTotalUnknown = 0xFFFFFFFFu;
   int row;
   uint32_t total;
+  RowWindow window;
 };
 
 // Block-wide (every thread calls it and gets the same answer): the row with the given ordinal among
@@ -302,9 +308,10 @@ __device__ __forceinline__ FoundRow find_row(const Params& p, WorkState& s, uint
       const uint32_t holder_lanes = __shfl_sync(0xFFFFFFFFu, lanes, holder);
       const uint32_t holder_before = __shfl_sync(0xFFFFFFFFu, inclusive - count, holder);
       const int bit = static_cast<int>(__fns(holder_lanes, 0, static_cast<int>(wanted - holder_before) + 1));
-      return FoundRow{base + 32 * holder + bit, kind_total};
+      const int at = 32 * holder + bit;
+      return FoundRow{base + at, kind_total, s.row_windows[at]};
     }
-    if (last_window) return FoundRow{-1, kind_total};
+    if (last_window) return FoundRow{-1, kind_total, RowWindow{0, 0}};
     __syncthreads();  // every thread has read the window and the cursor
     look_at_window(p, s, base + Policy::kThreads, counted + total, team_kind);
     __syncthreads();
@@ -346,15 +353,21 @@ struct NextRowClaim {
   }
 };
 
+// The row a CTA selects next (-1: none) and its window.
+struct NextRow {
+  int row;
+  RowWindow window;
+};
+
 // Block-wide: the row this CTA selects next, or -1 when it is done (see the work queue above). Leaves
 // the team (team becomes solo) when the team rows run out.
-__device__ __forceinline__ int next_row(const Params& p, WorkState& s, Team& team) {
+__device__ __forceinline__ NextRow next_row(const Params& p, WorkState& s, Team& team) {
   const uint32_t rows = static_cast<uint32_t>(p.rows);
   if (p.team_size == 1) {  // plain launch: the row is the ordinal
     const uint32_t row = s.ordinal;
-    if (row < rows) return static_cast<int>(row);
+    if (row < rows) return NextRow{static_cast<int>(row), row_window(p, static_cast<int>(row))};
     if (threadIdx.x == 0 && row == gridDim.x + rows - 1u) p.queue[kSoloCounter] = 0u;  // the last claim
-    return -1;
+    return NextRow{-1, RowWindow{0, 0}};
   }
   if (s.phase == WorkState::kTeamRows) {
     const uint32_t clusters = gridDim.x / static_cast<uint32_t>(p.team_size);
@@ -368,14 +381,15 @@ __device__ __forceinline__ int next_row(const Params& p, WorkState& s, Team& tea
     __syncthreads();
     const uint32_t ordinal = s.ordinal;
     // A skipped claim names no row: the search would find none.
-    const FoundRow found = ordinal == kNoClaim ? FoundRow{-1, s.team_total} : find_row(p, s, ordinal, true);
+    const FoundRow found =
+        ordinal == kNoClaim ? FoundRow{-1, s.team_total, RowWindow{0, 0}} : find_row(p, s, ordinal, true);
     if (threadIdx.x == 0 && !after_first) {  // read only in later calls, behind barriers
       s.team_claims_skipped = skip_team_claims(p, found);
       s.team_total = found.total;
     }
     if (found.row >= 0) {
       if (threadIdx.x == 0) s.row = found.row;
-      return found.row;
+      return NextRow{found.row, found.window};
     }
     // The team rows are all taken (a failed search has counted them).
     const uint32_t team_rows = found.total;
@@ -384,7 +398,7 @@ __device__ __forceinline__ int next_row(const Params& p, WorkState& s, Team& tea
     team.close();
     team = Team::solo();
     const uint32_t solo_rows = rows - team_rows;
-    if (solo_rows == 0u) return -1;
+    if (solo_rows == 0u) return NextRow{-1, RowWindow{0, 0}};
     __syncthreads();  // every thread has read the cursor
     if (threadIdx.x == 0) {
       s.phase = WorkState::kSoloRows;
@@ -397,7 +411,7 @@ __device__ __forceinline__ int next_row(const Params& p, WorkState& s, Team& tea
   const FoundRow found = find_row(p, s, claim, false);
   if (found.row < 0 && threadIdx.x == 0 && claim == found.total + gridDim.x - 1u)
     p.queue[kSoloCounter] = 0u;  // the last claim
-  return found.row;
+  return NextRow{found.row, found.window};
 }
 
 template <typename T>
@@ -426,14 +440,15 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
   }
   for (;;) {
     __syncthreads();  // the previous row's shared state is free; `state` is written
-    const int r = next_row(p, state, team);
+    const NextRow next = next_row(p, state, team);
+    const int r = next.row;
     if (r < 0) break;
-    const RowWindow w = row_window(p, r);
+    const RowWindow w = next.window;
     const RowPath path = plan_row(p, w.n);
     NextRowClaim claim;
     if (threadIdx.x == 0) claim.issue(p, state, team);
     if (path == RowPath::kTeam || path == RowPath::kSolo) {
-      select_row_in_shared<T>(p, r, team, keys, select_storage, [&]() { claim.record(p, state, team); });
+      select_row_in_shared<T>(p, r, w, team, keys, select_storage, [&]() { claim.record(p, state, team); });
       continue;
     }
     const RowOutput<T> output = row_output<T>(p, r, w);
