@@ -451,6 +451,12 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
       select_row_in_shared<T>(p, r, w, team, keys, select_storage, [&]() { claim.record(p, state, team); });
       continue;
     }
+    if (path == RowPath::kShort && !finish_reads_output(p)) {  // indices and padding, nothing to finish
+      ShortRowAgent<kThreads>::run_bare(w.n, p.k, p.out + static_cast<int64_t>(r) * p.k);
+      __syncthreads();  // every thread has read what next_row() read of `state`
+      if (threadIdx.x == 0) claim.record(p, state, team);
+      continue;
+    }
     const RowOutput<T> output = row_output<T>(p, r, w);
     const int m = min(p.k, w.n);
     if (path == RowPath::kShort) {
