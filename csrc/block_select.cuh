@@ -24,6 +24,10 @@ struct Threshold {
   __device__ __forceinline__ uint32_t mask() const { return bits ? (~0u << (32 - bits)) : 0u; }
 };
 
+// The sum of v over the warp, in every lane: one REDUX instruction (sm_80 and up) where a butterfly of
+// shuffles was a chain of five.
+__device__ __forceinline__ uint32_t warp_sum(uint32_t v) { return __reduce_add_sync(0xFFFFFFFFu, v); }
+
 __device__ __forceinline__ void store_shared(uint32_t address, uint32_t value) {
   asm volatile("st.shared.u32 [%0], %1;" ::"r"(address), "r"(value) : "memory");
 }
@@ -151,9 +155,7 @@ struct BlockSelect {
       count += (v.x >= bound) + (v.y >= bound) + (v.z >= bound) + (v.w >= bound);
     }
     for (int i = base + lane; i < hi; i += 32) count += keys[i] >= bound;
-#pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1) count += __shfl_xor_sync(0xFFFFFFFFu, count, offset);
-    return count;
+    return warp_sum(count);
   }
 
   // Each warp copies the keys of its span of keys[0, n) that are at or above t, with their
@@ -287,9 +289,7 @@ struct BlockSelect {
     const uint32_t inclusive = exclusive_from_top(mine, lane) + mine;
     if (lane == 31) ts.warp_above[warp] = inclusive;
     __syncthreads();
-    uint32_t above_warp = lane < warp ? ts.warp_above[lane] : 0u;
-#pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1) above_warp += __shfl_xor_sync(0xFFFFFFFFu, above_warp, offset);
+    const uint32_t above_warp = warp_sum(lane < warp ? ts.warp_above[lane] : 0u);
     uint32_t running = above_warp + inclusive - mine;
     const uint32_t counts[4] = {c.w, c.z, c.y, c.x};  // highest bin first
 #pragma unroll
@@ -340,16 +340,8 @@ struct BlockSelect {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     static_assert(kWarps <= 32, "one lane per warp");
     const uint32_t above = lane < kWarps ? ts.warp_above[lane] : 0u, at = lane < kWarps ? ts.warp_at[lane] : 0u;
-    uint32_t above_before = lane < warp ? above : 0u, at_before = lane < warp ? at : 0u;
-    uint32_t above_total = above, at_total = at;
-#pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1) {
-      above_before += __shfl_xor_sync(0xFFFFFFFFu, above_before, offset);
-      at_before += __shfl_xor_sync(0xFFFFFFFFu, at_before, offset);
-      above_total += __shfl_xor_sync(0xFFFFFFFFu, above_total, offset);
-      at_total += __shfl_xor_sync(0xFFFFFFFFu, at_total, offset);
-    }
-    const uint2 lower = team.lower_ranks_total(above_total, at_total);
+    const uint32_t above_before = warp_sum(lane < warp ? above : 0u), at_before = warp_sum(lane < warp ? at : 0u);
+    const uint2 lower = team.size == 1 ? make_uint2(0, 0) : team.lower_ranks_total(warp_sum(above), warp_sum(at));
     return make_uint2(above_before + lower.x, at_before + lower.y);
   }
 
@@ -398,11 +390,8 @@ struct BlockSelect {
       above += masked > t.prefix;
       at += masked == t.prefix;
     }
-#pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1) {
-      above += __shfl_xor_sync(0xFFFFFFFFu, above, offset);
-      at += __shfl_xor_sync(0xFFFFFFFFu, at, offset);
-    }
+    above = warp_sum(above);
+    at = warp_sum(at);
     if (lane == 0) {
       ts.warp_above[warp] = above;
       ts.warp_at[warp] = at;

@@ -170,14 +170,9 @@ struct Team {
     wait(x);
     const int lane = threadIdx.x % 32;
     const uint32_t* from = received(x, lane < kMaxSize ? lane : 0);
-    uint2 before = lane < rank() ? make_uint2(from[0], from[1]) : make_uint2(0, 0);
-#pragma unroll
-    for (int offset = 1; offset < kMaxSize; offset <<= 1) {
-      before.x += __shfl_xor_sync(0xFFFFFFFFu, before.x, offset);
-      before.y += __shfl_xor_sync(0xFFFFFFFFu, before.y, offset);
-    }
+    const bool lower = lane < rank();
     if (threadIdx.x == 0) team_mailbox.leader_word_in = received(x, 0)[2];
-    return make_uint2(__shfl_sync(0xFFFFFFFFu, before.x, 0), __shfl_sync(0xFFFFFFFFu, before.y, 0));
+    return make_uint2(__reduce_add_sync(0xFFFFFFFFu, lower ? from[0] : 0u), __reduce_add_sync(0xFFFFFFFFu, lower ? from[1] : 0u));
   }
   // Rank 0's thread 0: the word the team receives with this row's counts (lower_ranks_total).
   __device__ __forceinline__ static void set_leader_word(uint32_t word) { team_mailbox.leader_word_out = word; }
