@@ -107,22 +107,22 @@ struct BlockSelect {
   }
 
   // The warp's keys[lo, hi) that are >= bound, in order: put(rank, i, key) for each, rank counting
-  // them from 0, as long as the rank is below `limit` (past it nothing more is put); returns their
-  // number. The pass behind compaction and the uncut write-out. Its cost is latency, so keys are
+  // them from 0, as long as the rank is below `limit` when kLimited (past it nothing more is put);
+  // returns their number. The pass behind compaction and the uncut write-out. Its cost is latency, so keys are
   // ranked by ballots, 32 at a time with one key per lane, which leaves no dependent chain but the
   // running count: a lane's rank is the count so far plus the selected lanes below it. A step loads
   // kKeysPerLane keys per lane before it ranks any; what is left goes 32 at a time, bounds checked.
   static constexpr int kKeysPerLane = 4;
-  template <class Put>
+  template <bool kLimited, class Put>
   __device__ __forceinline__ static uint32_t filter_span(const uint32_t* keys, int lo, int hi, uint32_t bound,
-                                                         const Put& put, uint32_t limit) {
+                                                         const Put& put, uint32_t limit = 0) {
     const int lane = threadIdx.x % 32;
     const uint32_t lanes_below = (1u << lane) - 1u;
     uint32_t count = 0;
     auto rank = [&](bool selected, int i, uint32_t key) {
       const uint32_t lanes = __ballot_sync(0xFFFFFFFFu, selected);
       const uint32_t r = count + __popc(lanes & lanes_below);
-      if (selected && r < limit) put(r, i, key);
+      if (selected && (!kLimited || r < limit)) put(r, i, key);
       count += __popc(lanes);
     };
     int base = lo;
@@ -175,7 +175,7 @@ struct BlockSelect {
     const uint32_t segment_positions =
         static_cast<uint32_t>(__cvta_generic_to_shared(positions + warp * segment_capacity));
     const uint32_t capacity = static_cast<uint32_t>(segment_capacity);
-    const uint32_t count = filter_span(
+    const uint32_t count = filter_span<true>(
         keys, span.x, span.y, t.prefix,
         [&](uint32_t slot, int i, uint32_t key) {
           store_shared(segment_keys + 4 * slot, key);
@@ -363,10 +363,8 @@ struct BlockSelect {
     // Lower ranks of a team emit the same way (every CTA sees the same t): their counts are all "above".
     const uint2 before = offsets_before_warp(ts, team);
     const uint32_t position = before.x + before.y;
-    filter_span(
-        keys, span.x, span.y, t.prefix,
-        [&](uint32_t rank, int i, uint32_t key) { sink.put(static_cast<int>(position + rank), index_of(i), key); },
-        0xFFFFFFFFu);
+    filter_span<false>(keys, span.x, span.y, t.prefix,
+                       [&](uint32_t rank, int i, uint32_t key) { sink.put(position + rank, index_of(i), key); });
     __syncthreads();  // the sink's writes are visible to the whole block; ts.warp_* free for reuse
   }
 
@@ -417,8 +415,8 @@ struct BlockSelect {
       const uint32_t at_lanes = __ballot_sync(0xFFFFFFFFu, is_at);
       const uint32_t my_above = above_before + __popc(above_lanes & lanes_below);
       const uint32_t my_at = at_before + __popc(at_lanes & lanes_below);
-      if (is_above) sink.put(static_cast<int>(my_above + min(my_at, need)), index_of(i), key);
-      if (is_at && my_at < need) sink.put(static_cast<int>(my_above + my_at), index_of(i), key);
+      if (is_above) sink.put(my_above + min(my_at, need), index_of(i), key);
+      if (is_at && my_at < need) sink.put(my_above + my_at, index_of(i), key);
       above_before += __popc(above_lanes);
       at_before += __popc(at_lanes);
     }

@@ -14,7 +14,8 @@ namespace persistent_topk {
 // is latency) and its registers few.
 struct IndexSink {
   int32_t* out;
-  __device__ __forceinline__ void put(int position, int32_t index, uint32_t /*key*/) const { out[position] = index; }
+  // Unsigned positions: one wide multiply-add per address, no sign extension.
+  __device__ __forceinline__ void put(uint32_t position, int32_t index, uint32_t /*key*/) const { out[position] = index; }
 };
 
 // A row's output as the caller asked for it.
