@@ -16,10 +16,12 @@ struct KeyTraits;
 template <>
 struct KeyTraits<float> {
   static constexpr int kSignificantBits = 32;
+  // Branch-free: the sign bit spread over the word selects which bits flip (one shift, one
+  // three-input logic op), and a NaN test by the float unit replaces masking the exponent.
   __device__ __forceinline__ static uint32_t to_key(float x) {
     const uint32_t u = __float_as_uint(x);
-    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return 0xFFFFFFFFu;
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    const uint32_t flip = static_cast<uint32_t>(static_cast<int32_t>(u) >> 31) | 0x80000000u;
+    return isnan(x) ? 0xFFFFFFFFu : (u ^ flip);
   }
   __device__ __forceinline__ static float minus_inf() { return __uint_as_float(0xFF800000u); }
 };
