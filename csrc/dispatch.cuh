@@ -40,15 +40,11 @@ struct Policy {
   static constexpr int kCompactMinKeys = 6144;
   // CTAs per thread-block cluster, i.e. per team row, chosen per launch from the shape (launch.cuh):
   // batches with few rows take the largest team (a row's latency falls with its slices); batches
-  // with many rows the size, among those whose slices hold a row as long as the stride, that
-  // finishes them in the fewest, shortest rounds. 8 is the portable cluster size, so the launch works
+  // with many rows the smallest whose slices hold a row as long as the stride (the most clusters at
+  // once). 8 is the portable cluster size, so the launch works
   // on every Hopper part; a team covers rows up to 8 x kSmemKeys = 192K columns in shared memory.
   static constexpr int kMinClusterSize = 2;
   static constexpr int kMaxClusterSize = 8;
-  // What a team row costs beyond its slice, in keys, for the choice of team size in batches of many
-  // rows (launch.cuh): its digit exchanges and barriers take ~14K cycles whatever its length, its
-  // passes over a slice ~0.5 cycles per key (clock64 stamps of 16K slices, docs/perf-notes.md).
-  static constexpr int kTeamRowFixedKeys = 28672;
   // When a batch has no more rows than the grid has clusters of the largest size, most clusters
   // would idle: every row longer than this is then selected by a whole team.
   static constexpr int kTeamMinFewRows = 4096;

@@ -60,11 +60,12 @@ cudaError_t resident_limits(ResidentLimits* limits) {
 // graph stays valid for any lengths):
 //  - few rows (no more than the largest clusters resident): rows longer than kTeamMinFewRows are team
 //    rows, selected by teams of the largest size;
-//  - many rows: rows longer than a solo CTA holds are team rows, with the team size (any of 2..8 whose
-//    slices hold a row as long as the stride) that finishes `rows` such rows soonest: rounds of as many
-//    rows as clusters are resident, each costing its slice plus a fixed part (Policy). Smaller teams run
-//    more rows at once, larger ones each row sooner; 64 rows of 128K take two rounds on teams of 7
-//    (32 resident on an H200) where teams of 8 (30 resident) take three.
+//  - many rows: rows longer than a solo CTA holds are team rows, with the smallest team size (2..8)
+//    whose slices hold a row as long as the stride: the most clusters at once. Rows as long as the
+//    stride then take the fewest rounds (fewer clusters of a larger size are resident), and a batch of
+//    shorter rows (a decode batch's stride is its longest row) has the most clusters for its team rows
+//    and the most CTAs left for the rest: 64 rows of 1K..128K take 22.2 us on teams of 6 against 24.7
+//    on teams of 7, which a model of full-length rows preferred (docs/perf-notes.md, session 6).
 struct TeamPolicy {
   int team_min_length;
   int team_size;  // 1: no row can be a team row (plain launch)
@@ -74,20 +75,15 @@ struct TeamPolicy {
       return TeamPolicy{Policy::kTeamMinFewRows, team_size};
     }
     if (stride <= Policy::kSoloMaxKeys) return TeamPolicy{Policy::kSoloMaxKeys, 1};
-    int team_size = Policy::kMaxClusterSize;
-    int64_t best = INT64_MAX;
-    for (int size = Policy::kMinClusterSize; size <= Policy::kMaxClusterSize; ++size) {
-      const int64_t slice = TeamSlices::of(static_cast<int>(stride), size, Policy::kSliceAlign).slice_len;
-      if (slice > Policy::kSmemKeys) continue;
-      const int64_t rounds = (rows + resident.clusters_of(size) - 1) / resident.clusters_of(size);
-      const int64_t cost = rounds * (Policy::kTeamRowFixedKeys + slice);
-      if (cost < best) {
-        best = cost;
-        team_size = size;
-      }
+    int team_size = Policy::kMinClusterSize;
+    while (team_size < Policy::kMaxClusterSize &&
+           TeamSlices::of(static_cast<int>(stride), team_size, Policy::kSliceAlign).slice_len > Policy::kSmemKeys) {
+      ++team_size;
     }
     return TeamPolicy{Policy::kSoloMaxKeys, team_size};
   }
+  // Whether a launch of this stride is of clusters (some row can be a team row).
+  __host__ bool clustered(int64_t stride) const { return team_size > 1 && stride > team_min_length; }
 };
 
 // Launch for `p` (p.team_min_length and p.team_size are set here): min(resident clusters, rows)
@@ -106,7 +102,7 @@ cudaError_t launch_persistent_topk(Params p, const ResidentLimits& resident, cud
   if (forced_team_size > 0) policy.team_size = forced_team_size;
   p.team_min_length = policy.team_min_length;
   p.team_size = policy.team_size;
-  const bool clustered = policy.team_size > 1 && p.stride > policy.team_min_length;
+  const bool clustered = policy.clustered(p.stride);
   if (!clustered) p.team_size = 1;
   const int64_t most = clustered ? resident.clusters_of(policy.team_size) : resident.ctas;
   const int units = static_cast<int>(p.rows < most ? p.rows : most);

@@ -47,6 +47,13 @@ int64_t launch_grid(const at::Tensor& logits) {
   return static_cast<int64_t>(limits.clusters_of(Policy::kMaxClusterSize)) * Policy::kMaxClusterSize;
 }
 
+// The CTAs per team row of a float32 launch of this shape on logits' device (1: a plain launch).
+int64_t launch_team_size(int64_t rows, int64_t stride, const at::Tensor& logits) {
+  const c10::cuda::CUDAGuard guard(logits.device());
+  const TeamPolicy policy = TeamPolicy::of(rows, stride, limits_for_device<float>(logits.get_device()));
+  return policy.clustered(stride) ? policy.team_size : 1;
+}
+
 // Python (persistent_topk/ops.py) has checked types, shapes and devices; this re-checks what a
 // mistake here would turn into an out-of-bounds access.
 void select_rows(const at::Tensor& logits, const at::Tensor& bounds, const c10::optional<at::Tensor>& row_starts,
@@ -126,6 +133,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "persistent_topk CUDA kernels (see persistent_topk/ops.py for the public API)";
   m.def("workspace_bytes", &persistent_topk::workspace_bytes, "Workspace bytes for (rows, stride, k)");
   m.def("launch_grid", &persistent_topk::launch_grid, "CTAs of the largest (clustered) persistent grid for logits' device and dtype");
+  m.def("launch_team_size", &persistent_topk::launch_team_size,
+        "CTAs per team row of a launch of (rows, stride) on logits' device (1: no team rows)");
   m.def("select_rows", &persistent_topk::select_rows, "Launch the persistent top-k kernel (one launch)");
   m.attr("max_sorted_k") = persistent_topk::Policy::kMaxSortedK;
   m.attr("smem_keys") = persistent_topk::Policy::kSmemKeys;

@@ -109,16 +109,34 @@ def test_team_rows_among_many_solo_rows(dist, gen):
     check(logits, lengths, k, what=f"300 rows {dist}")
 
 
-# Batches of many rows pick the team size (2..8) from the shape and the device's resident clusters
-# (csrc/launch.cuh); on an H100/H200 these shapes take sizes 5, 4, 2, 6 and 7 (300 x 70000 above: 3;
-# few rows: 8).
-@pytest.mark.parametrize("rows, stride", [(40, 40_000), (100, 50_000), (200, 40_000), (36, 131_072), (64, 131_072)])
+# Batches of many rows (more than the resident clusters of 8) take the smallest team size whose slices
+# hold the stride (csrc/launch.cuh): these strides take sizes 2, 3, 4, 5, 6, 7 and 8 (few rows: 8).
+TEAM_SIZE_OF_STRIDE = {40_000: 2, 70_000: 3, 90_000: 4, 110_000: 5, 131_072: 6, 160_000: 7, 190_000: 8}
+
+@pytest.mark.parametrize("rows, stride", [(200, 40_000), (100, 70_000), (40, 90_000), (40, 110_000), (64, 131_072),
+                                          (40, 160_000), (40, 190_000)])
 def test_every_team_size(rows, stride, gen):
     k = 2048
+    kernels = pt._backend.require_cuda_kernels()
+    like = torch.empty(1, device="cuda")
+    assert kernels.launch_team_size(rows, stride, like) == TEAM_SIZE_OF_STRIDE[stride]
     lengths = path_lengths(stride, k, gen, rows)
     lengths[rows // 2:] = stride  # at least half the rows are team rows, some as long as the stride
     logits = make_logits("normal", rows, stride, torch.float32, gen, lengths, device="cuda")
     check(logits, lengths, k, what=f"{rows} rows of stride {stride}")
+
+
+def test_launch_team_sizes():
+    """Few rows: the largest team for rows past kTeamMinFewRows; many rows: no team below a solo row's
+    length, else the smallest team whose slices hold the stride."""
+    kernels = pt._backend.require_cuda_kernels()
+    like = torch.empty(1, device="cuda")
+    few = kernels.team_min_few_rows
+    assert kernels.launch_team_size(1, few, like) == 1
+    assert kernels.launch_team_size(8, few + 16, like) == kernels.max_cluster_size
+    assert kernels.launch_team_size(1, 262_144, like) == kernels.max_cluster_size
+    assert kernels.launch_team_size(300, kernels.solo_max_keys, like) == 1
+    assert kernels.launch_team_size(300, 2 * kernels.solo_max_keys, like) == 2
 
 
 def queue_lengths(kind, rows, stride, g):
