@@ -41,8 +41,8 @@ struct Policy {
   // CTAs per thread-block cluster, i.e. per team row, chosen per launch from the shape (launch.cuh):
   // batches with few rows take the largest team (a row's latency falls with its slices); batches
   // with many rows the smallest whose slices hold a row as long as the stride (the most clusters at
-  // once). 8 is the portable cluster size, so the launch works
-  // on every Hopper part; a team covers rows up to 8 x kSmemKeys = 192K columns in shared memory.
+  // once). 8 is the portable cluster size, so the launch works on every Hopper part; a team covers
+  // rows up to 8 x kSmemKeys = 192K columns in shared memory.
   static constexpr int kMinClusterSize = 2;
   static constexpr int kMaxClusterSize = 8;
   // When a batch has no more rows than the grid has clusters of the largest size, most clusters
@@ -159,10 +159,12 @@ __device__ __forceinline__ bool finish_reads_output(const Params& p) {
   return p.by_value != 0 || p.values != nullptr || p.page_table != nullptr;
 }
 
-// Row r (window w) by this CTA's team: its slice into shared memory, then the team's selection (team.cuh). A
-// solo row is the one slice of a team of one. record_claim() runs in thread 0 once the loads are in.
+// Row r (window w) by this CTA's team: its slice into shared memory, then the team's selection
+// (team.cuh). A solo row is the one slice of a team of one. record_claim() runs in thread 0 once the
+// loads are in.
 template <typename T, class RecordClaim>
-__device__ __forceinline__ void select_row_in_shared(const Params& p, int r, const RowWindow& w, Team& team, uint32_t* keys,
+__device__ __forceinline__ void select_row_in_shared(const Params& p, int r, const RowWindow& w, Team& team,
+                                                     uint32_t* keys,
                                                      typename BlockSelect<Policy::kThreads>::TempStorage& ts,
                                                      const RecordClaim& record_claim) {
   constexpr int kThreads = Policy::kThreads;

@@ -172,7 +172,8 @@ struct Team {
     const uint32_t* from = received(x, lane < kMaxSize ? lane : 0);
     const bool lower = lane < rank();
     if (threadIdx.x == 0) team_mailbox.leader_word_in = received(x, 0)[2];
-    return make_uint2(__reduce_add_sync(0xFFFFFFFFu, lower ? from[0] : 0u), __reduce_add_sync(0xFFFFFFFFu, lower ? from[1] : 0u));
+    return make_uint2(__reduce_add_sync(0xFFFFFFFFu, lower ? from[0] : 0u),
+                      __reduce_add_sync(0xFFFFFFFFu, lower ? from[1] : 0u));
   }
   // Rank 0's thread 0: the word the team receives with this row's counts (lower_ranks_total).
   __device__ __forceinline__ static void set_leader_word(uint32_t word) { team_mailbox.leader_word_out = word; }

@@ -15,7 +15,9 @@ namespace persistent_topk {
 struct IndexSink {
   int32_t* out;
   // Unsigned positions: one wide multiply-add per address, no sign extension.
-  __device__ __forceinline__ void put(uint32_t position, int32_t index, uint32_t /*key*/) const { out[position] = index; }
+  __device__ __forceinline__ void put(uint32_t position, int32_t index, uint32_t /*key*/) const {
+    out[position] = index;
+  }
 };
 
 // A row's output as the caller asked for it.

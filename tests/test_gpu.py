@@ -113,6 +113,7 @@ def test_team_rows_among_many_solo_rows(dist, gen):
 # hold the stride (csrc/launch.cuh): these strides take sizes 2, 3, 4, 5, 6, 7 and 8 (few rows: 8).
 TEAM_SIZE_OF_STRIDE = {40_000: 2, 70_000: 3, 90_000: 4, 110_000: 5, 131_072: 6, 160_000: 7, 190_000: 8}
 
+
 @pytest.mark.parametrize("rows, stride", [(200, 40_000), (100, 70_000), (40, 90_000), (40, 110_000), (64, 131_072),
                                           (40, 160_000), (40, 190_000)])
 def test_every_team_size(rows, stride, gen):
