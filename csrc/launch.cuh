@@ -38,6 +38,10 @@ template <typename T>
 cudaError_t resident_limits(ResidentLimits* limits) {
   cudaError_t status = cudaFuncSetAttribute(persistent_topk_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(kDynamicSmemBytes));
+  // Clusters past the portable 8 CTAs: allowed on Hopper, counted below like the others.
+  if (status == cudaSuccess) {
+    status = cudaFuncSetAttribute(persistent_topk_kernel<T>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+  }
   int device = 0, sms = 0, per_sm = 0;
   if (status == cudaSuccess) status = cudaGetDevice(&device);
   if (status == cudaSuccess) status = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
@@ -46,65 +50,93 @@ cudaError_t resident_limits(ResidentLimits* limits) {
                                                            kDynamicSmemBytes);
   }
   limits->ctas = sms * per_sm;
+  for (int size = 0; size <= Policy::kMaxClusterSize; ++size) limits->clusters[size] = 0;
   for (int size = Policy::kMinClusterSize; size <= Policy::kMaxClusterSize && status == cudaSuccess; ++size) {
     cudaLaunchAttribute cluster_dims;
     const cudaLaunchConfig_t config = launch_config<T>(size, size, nullptr, &cluster_dims);
-    status = cudaOccupancyMaxActiveClusters(&limits->clusters[size], persistent_topk_kernel<T>, &config);
-    if (status == cudaSuccess && limits->clusters[size] < 1) status = cudaErrorInvalidConfiguration;
+    int clusters = 0;
+    const cudaError_t query = cudaOccupancyMaxActiveClusters(&clusters, persistent_topk_kernel<T>, &config);
+    if (query != cudaSuccess) {
+      (void)cudaGetLastError();  // a size this device cannot run: left at 0 and never chosen
+      if (size <= Policy::kPortableClusterSize) status = query;
+      clusters = 0;
+    }
+    limits->clusters[size] = clusters;
   }
-  if (status == cudaSuccess && limits->ctas < 1) status = cudaErrorInvalidConfiguration;
+  if (status == cudaSuccess && (limits->ctas < 1 || limits->clusters[Policy::kPortableClusterSize] < 1)) {
+    status = cudaErrorInvalidConfiguration;
+  }
   return status;
 }
 
 // The launch's team policy, from the shape and the device only (never the lengths, so a captured
-// graph stays valid for any lengths):
-//  - few rows (no more than the largest clusters resident): rows longer than kTeamMinFewRows are team
-//    rows, selected by teams of the largest size;
-//  - many rows: rows longer than a solo CTA holds are team rows, with the smallest team size (2..8)
-//    whose slices hold a row as long as the stride: the most clusters at once. Rows as long as the
-//    stride then take the fewest rounds (fewer clusters of a larger size are resident), and a batch of
+// graph stays valid for any lengths; the plan kernel is told the same policy):
+//  - few rows (no more than the resident clusters of 8): rows longer than kTeamMinFewRows are team
+//    rows, selected by teams of 8, or of the largest size the device runs when teams of 8 cannot
+//    hold a row as long as the stride in shared memory (a row's latency falls with its slices);
+//  - many rows: rows longer than a solo CTA holds are team rows, with the smallest team size whose
+//    slices hold a row as long as the stride: the most clusters at once. Rows as long as the stride
+//    then take the fewest rounds (fewer clusters of a larger size are resident), and a batch of
 //    shorter rows (a decode batch's stride is its longest row) has the most clusters for its team rows
 //    and the most CTAs left for the rest: 64 rows of 1K..128K take 22.2 us on teams of 6 against 24.7
 //    on teams of 7, which a model of full-length rows preferred (docs/perf-notes.md, session 6).
 struct TeamPolicy {
   int team_min_length;
   int team_size;  // 1: no row can be a team row (plain launch)
+
+  // The smallest size from `from` whose slices hold `stride` columns in shared memory, among the sizes
+  // the device runs; else the largest it runs.
+  __host__ static int size_holding(int64_t stride, int from, const ResidentLimits& resident) {
+    int largest = from;
+    for (int size = from; size <= Policy::kMaxClusterSize; ++size) {
+      if (resident.clusters_of(size) < 1) continue;
+      largest = size;
+      if (TeamSlices::of(static_cast<int>(stride), size, Policy::kSliceAlign).slice_len <= Policy::kSmemKeys) {
+        return size;
+      }
+    }
+    return largest;
+  }
+  __host__ static int largest_size(const ResidentLimits& resident) {
+    int largest = Policy::kPortableClusterSize;
+    for (int size = largest + 1; size <= Policy::kMaxClusterSize; ++size) {
+      if (resident.clusters_of(size) >= 1) largest = size;
+    }
+    return largest;
+  }
   __host__ static TeamPolicy of(int64_t rows, int64_t stride, const ResidentLimits& resident) {
-    if (rows <= resident.clusters_of(Policy::kMaxClusterSize)) {
-      const int team_size = stride > Policy::kTeamMinFewRows ? Policy::kMaxClusterSize : 1;
-      return TeamPolicy{Policy::kTeamMinFewRows, team_size};
+    if (rows <= resident.clusters_of(Policy::kPortableClusterSize)) {
+      if (stride <= Policy::kTeamMinFewRows) return TeamPolicy{Policy::kTeamMinFewRows, 1};
+      const bool eight_hold = TeamSlices::of(static_cast<int>(stride), Policy::kPortableClusterSize,
+                                             Policy::kSliceAlign).slice_len <= Policy::kSmemKeys;
+      return TeamPolicy{Policy::kTeamMinFewRows, eight_hold ? Policy::kPortableClusterSize : largest_size(resident)};
     }
     if (stride <= Policy::kSoloMaxKeys) return TeamPolicy{Policy::kSoloMaxKeys, 1};
-    int team_size = Policy::kMinClusterSize;
-    while (team_size < Policy::kMaxClusterSize &&
-           TeamSlices::of(static_cast<int>(stride), team_size, Policy::kSliceAlign).slice_len > Policy::kSmemKeys) {
-      ++team_size;
-    }
-    return TeamPolicy{Policy::kSoloMaxKeys, team_size};
+    return TeamPolicy{Policy::kSoloMaxKeys, size_holding(stride, Policy::kMinClusterSize, resident)};
   }
-  // Whether a launch of this stride is of clusters (some row can be a team row).
-  __host__ bool clustered(int64_t stride) const { return team_size > 1 && stride > team_min_length; }
 };
 
-// Launch for `p` (p.team_min_length and p.team_size are set here): min(resident clusters, rows)
-// clusters when rows can be team rows, else min(resident CTAs, rows) plain CTAs, spread by the
-// hardware over all SMs; a larger grid would only start CTAs with nothing to do.
-// `forced_team_min_length` >= 0 and `forced_team_size` > 0 override the policy (the ctypes harness
-// times the choices against each other).
+// The plan for `source`'s rows (PlanParams::plan must point at PlanLayout::bytes(rows)), made for the
+// launch policy of this shape: one small kernel, capturable, no host sync.
+inline cudaError_t launch_make_plan(PlanParams q, const ResidentLimits& resident, cudaStream_t stream) {
+  const TeamPolicy policy = TeamPolicy::of(q.rows, q.source.stride, resident);
+  q.team_min_length = policy.team_min_length;
+  q.team_size = policy.team_size;
+  make_plan_kernel<<<1, kPlanThreads, 0, stream>>>(q);
+  return cudaGetLastError();
+}
+
+// Launch for `p` (p.team_min_length and p.team_size are set here; p.plan must hold a plan made for
+// this shape): min(resident clusters, rows) clusters when rows can be team rows, else min(resident
+// CTAs, rows) plain CTAs, spread by the hardware over all SMs; a larger grid would only start CTAs
+// with nothing to do.
 template <typename T>
-cudaError_t launch_persistent_topk(Params p, const ResidentLimits& resident, cudaStream_t stream,
-                                   int forced_team_min_length = -1, int forced_team_size = 0) {
-  TeamPolicy policy = TeamPolicy::of(p.rows, p.stride, resident);
-  if (forced_team_min_length >= 0) {
-    policy.team_min_length = forced_team_min_length;
-    if (policy.team_size == 1 && p.stride > forced_team_min_length) policy.team_size = Policy::kMaxClusterSize;
-  }
-  if (forced_team_size > 0) policy.team_size = forced_team_size;
+cudaError_t launch_persistent_topk(Params p, const ResidentLimits& resident, cudaStream_t stream) {
+  const TeamPolicy policy = TeamPolicy::of(p.rows, p.source.stride, resident);
   p.team_min_length = policy.team_min_length;
   p.team_size = policy.team_size;
-  const bool clustered = policy.clustered(p.stride);
-  if (!clustered) p.team_size = 1;
-  const int64_t most = clustered ? resident.clusters_of(policy.team_size) : resident.ctas;
+  const bool clustered = p.team_size > 1;
+  const int64_t most = clustered ? resident.clusters_of(p.team_size) : resident.ctas;
   const int units = static_cast<int>(p.rows < most ? p.rows : most);
   cudaLaunchAttribute cluster_dims;
   const cudaLaunchConfig_t config =

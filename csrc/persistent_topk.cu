@@ -35,6 +35,7 @@ void launch(const Params& params, int device, cudaStream_t stream) {
 }
 
 int64_t workspace_bytes(int64_t rows, int64_t stride, int64_t k) { return WorkspaceLayout::bytes(rows, stride, k); }
+int64_t plan_bytes(int64_t rows) { return PlanLayout::bytes(rows); }
 
 int64_t launch_grid(const at::Tensor& logits) {
   const c10::cuda::CUDAGuard guard(logits.device());
@@ -44,39 +45,33 @@ int64_t launch_grid(const at::Tensor& logits) {
     case at::kBFloat16: limits = limits_for_device<__nv_bfloat16>(logits.get_device()); break;
     default: limits = limits_for_device<__half>(logits.get_device());
   }
-  return static_cast<int64_t>(limits.clusters_of(Policy::kMaxClusterSize)) * Policy::kMaxClusterSize;
+  return static_cast<int64_t>(limits.clusters_of(Policy::kPortableClusterSize)) * Policy::kPortableClusterSize;
 }
 
-// The CTAs per team row of a float32 launch of this shape on logits' device (1: a plain launch).
-int64_t launch_team_size(int64_t rows, int64_t stride, const at::Tensor& logits) {
-  const c10::cuda::CUDAGuard guard(logits.device());
-  const TeamPolicy policy = TeamPolicy::of(rows, stride, limits_for_device<float>(logits.get_device()));
-  return policy.clustered(stride) ? policy.team_size : 1;
+// The CTAs per team row of a launch of this shape on like's device (1: a plain launch). The launch
+// policy of every dtype is the float32 kernel's (the three compile to the same resources), so that one
+// plan serves them all.
+int64_t launch_team_size(int64_t rows, int64_t stride, const at::Tensor& like) {
+  const c10::cuda::CUDAGuard guard(like.device());
+  return TeamPolicy::of(rows, stride, limits_for_device<float>(like.get_device())).team_size;
 }
 
-// Python (persistent_topk/ops.py) has checked types, shapes and devices; this re-checks what a
-// mistake here would turn into an out-of-bounds access.
-void select_rows(const at::Tensor& logits, const at::Tensor& bounds, const c10::optional<at::Tensor>& row_starts,
-                 int64_t window_mode, int64_t next_n, int64_t k, bool by_value,
-                 const c10::optional<at::Tensor>& page_table, int64_t page_size, at::Tensor& out,
-                 const c10::optional<at::Tensor>& values, const c10::optional<at::Tensor>& workspace,
-                 int64_t workspace_rows, int64_t workspace_stride, int64_t workspace_k) {
-  TORCH_CHECK(logits.is_cuda() && logits.dim() == 2, "logits: expected a 2-D CUDA tensor");
-  TORCH_CHECK(logits.size(1) <= 1 || logits.stride(1) == 1, "logits: the last dimension must be contiguous");
-  TORCH_CHECK(logits.size(0) < INT_MAX && logits.size(1) < INT_MAX, "logits: rows and stride must fit in int32");
-  TORCH_CHECK(k >= 1 && k < INT_MAX, "k: out of range");
-  TORCH_CHECK(!by_value || k <= Policy::kMaxSortedK, "k: sorted=True supports k <= ", Policy::kMaxSortedK,
-              " on CUDA, got ", k);
-  TORCH_CHECK(bounds.scalar_type() == at::kInt && bounds.is_contiguous(), "bounds: expected contiguous int32");
-  TORCH_CHECK(out.scalar_type() == at::kInt && out.is_contiguous() && out.size(0) == logits.size(0) &&
-                  out.size(1) == k, "out: expected a contiguous (rows, k) int32 tensor");
-  TORCH_CHECK(workspace.has_value(), "workspace: required for CUDA tensors");
-  const int64_t rows = logits.size(0), stride = logits.size(1);
-  TORCH_CHECK(rows <= workspace_rows && stride <= workspace_stride && k <= workspace_k, "workspace: sized for ",
-              workspace_rows, " rows x ", workspace_stride, " columns, k=", workspace_k, "; this call has ", rows,
-              " x ", stride, ", k=", k);
-  const int64_t needed = WorkspaceLayout::bytes(workspace_rows, workspace_stride, workspace_k);
-  TORCH_CHECK(workspace->numel() >= needed, "workspace: ", workspace->numel(), " bytes, its layout needs ", needed);
+RowSource row_source(const at::Tensor& bounds, const c10::optional<at::Tensor>& row_starts, int64_t window_mode,
+                     int64_t next_n, int64_t stride) {
+  RowSource source{};
+  source.bounds = bounds.data_ptr<int32_t>();
+  source.row_starts = row_starts.has_value() ? row_starts->data_ptr<int32_t>() : nullptr;
+  source.window_mode = static_cast<int>(window_mode);
+  source.next_n = static_cast<int>(next_n);
+  source.stride = static_cast<int>(stride);
+  return source;
+}
+
+void check_windows(const at::Tensor& bounds, const c10::optional<at::Tensor>& row_starts, int64_t window_mode,
+                   int64_t next_n, int64_t rows) {
+  TORCH_CHECK(bounds.is_cuda() && bounds.scalar_type() == at::kInt && bounds.is_contiguous(),
+              "bounds: expected contiguous int32 on the GPU");
+  TORCH_CHECK(window_mode >= kWindowLengths && window_mode <= kWindowPrefill, "window_mode: out of range");
   if (window_mode == kWindowDecode) {
     TORCH_CHECK(next_n >= 1 && bounds.numel() * next_n == rows, "seq_lens: size does not match rows / next_n");
   } else {
@@ -86,6 +81,58 @@ void select_rows(const at::Tensor& logits, const at::Tensor& bounds, const c10::
     TORCH_CHECK(row_starts.has_value() && row_starts->numel() == rows && row_starts->is_contiguous() &&
                     row_starts->scalar_type() == at::kInt, "row_starts: expected contiguous int32, one per row");
   }
+}
+
+// The plan kernel (plan.cuh) for `rows` rows of `stride` columns into plan (PlanLayout::bytes(rows)).
+void launch_plan(const RowSource& source, int64_t rows, int64_t k, void* plan, int device, cudaStream_t stream) {
+  PlanParams q{};
+  q.source = source;
+  q.rows = static_cast<int>(rows);
+  q.k = static_cast<int>(k);
+  q.plan = plan;
+  C10_CUDA_CHECK(launch_make_plan(q, limits_for_device<float>(device), stream));
+}
+
+// make_plan: the plan of these windows, for launches of (rows, stride, k), into `plan` (uint8, at
+// least plan_bytes(rows)). One kernel on the current stream; no host sync.
+void make_plan(const at::Tensor& bounds, const c10::optional<at::Tensor>& row_starts, int64_t window_mode,
+               int64_t next_n, int64_t rows, int64_t stride, int64_t k, at::Tensor& plan) {
+  TORCH_CHECK(rows >= 1 && rows < INT_MAX && stride >= 0 && stride < INT_MAX, "rows / stride: out of range");
+  TORCH_CHECK(k >= 1 && k < INT_MAX, "k: out of range");
+  check_windows(bounds, row_starts, window_mode, next_n, rows);
+  TORCH_CHECK(plan.is_cuda() && plan.scalar_type() == at::kByte && plan.is_contiguous() &&
+                  plan.numel() >= PlanLayout::bytes(rows) && plan.get_device() == bounds.get_device(),
+              "plan: expected a contiguous uint8 buffer of ", PlanLayout::bytes(rows), " bytes on the lengths' device");
+  const c10::cuda::CUDAGuard guard(bounds.device());
+  launch_plan(row_source(bounds, row_starts, window_mode, next_n, stride), rows, k, plan.data_ptr(),
+              bounds.get_device(), c10::cuda::getCurrentCUDAStream());
+}
+
+// Python (persistent_topk/ops.py) has checked types, shapes and devices; this re-checks what a
+// mistake here would turn into an out-of-bounds access. Without a plan, the op's own plan is made
+// first in the workspace (a second launch).
+void select_rows(const at::Tensor& logits, const at::Tensor& bounds, const c10::optional<at::Tensor>& row_starts,
+                 int64_t window_mode, int64_t next_n, int64_t k, bool by_value,
+                 const c10::optional<at::Tensor>& page_table, int64_t page_size, at::Tensor& out,
+                 const c10::optional<at::Tensor>& values, const c10::optional<at::Tensor>& plan,
+                 const c10::optional<at::Tensor>& workspace, int64_t workspace_rows, int64_t workspace_stride,
+                 int64_t workspace_k) {
+  TORCH_CHECK(logits.is_cuda() && logits.dim() == 2, "logits: expected a 2-D CUDA tensor");
+  TORCH_CHECK(logits.size(1) <= 1 || logits.stride(1) == 1, "logits: the last dimension must be contiguous");
+  TORCH_CHECK(logits.size(0) < INT_MAX && logits.size(1) < INT_MAX, "logits: rows and stride must fit in int32");
+  TORCH_CHECK(k >= 1 && k < INT_MAX, "k: out of range");
+  TORCH_CHECK(!by_value || k <= Policy::kMaxSortedK, "k: sorted=True supports k <= ", Policy::kMaxSortedK,
+              " on CUDA, got ", k);
+  TORCH_CHECK(out.scalar_type() == at::kInt && out.is_contiguous() && out.size(0) == logits.size(0) &&
+                  out.size(1) == k, "out: expected a contiguous (rows, k) int32 tensor");
+  TORCH_CHECK(workspace.has_value(), "workspace: required for CUDA tensors");
+  const int64_t rows = logits.size(0), stride = logits.size(1);
+  TORCH_CHECK(rows <= workspace_rows && stride <= workspace_stride && k <= workspace_k, "workspace: sized for ",
+              workspace_rows, " rows x ", workspace_stride, " columns, k=", workspace_k, "; this call has ", rows,
+              " x ", stride, ", k=", k);
+  const int64_t needed = WorkspaceLayout::bytes(workspace_rows, workspace_stride, workspace_k);
+  TORCH_CHECK(workspace->numel() >= needed, "workspace: ", workspace->numel(), " bytes, its layout needs ", needed);
+  check_windows(bounds, row_starts, window_mode, next_n, rows);
   if (values.has_value()) {
     TORCH_CHECK(values->scalar_type() == logits.scalar_type() && values->is_contiguous() &&
                     values->numel() == rows * k, "values: expected a contiguous (rows, k) tensor of logits' dtype");
@@ -95,17 +142,17 @@ void select_rows(const at::Tensor& logits, const at::Tensor& bounds, const c10::
                     (page_table->size(1) <= 1 || page_table->stride(1) == 1) &&
                     page_table->size(1) * page_size >= stride, "page_table: expected (rows, pages) int32 covering stride");
   }
+  if (plan.has_value()) {
+    TORCH_CHECK(plan->is_cuda() && plan->scalar_type() == at::kByte && plan->is_contiguous() &&
+                    plan->numel() >= PlanLayout::bytes(rows), "plan: expected a plan buffer for ", rows, " rows");
+  }
   if (rows == 0) return;
 
   Params params{};
   params.logits = logits.data_ptr();
   params.row_pitch = logits.stride(0);
   params.rows = static_cast<int>(rows);
-  params.stride = static_cast<int>(stride);
-  params.bounds = bounds.data_ptr<int32_t>();
-  params.row_starts = row_starts.has_value() ? row_starts->data_ptr<int32_t>() : nullptr;
-  params.window_mode = static_cast<int>(window_mode);
-  params.next_n = static_cast<int>(next_n);
+  params.source = row_source(bounds, row_starts, window_mode, next_n, stride);
   params.k = static_cast<int>(k);
   params.by_value = by_value ? 1 : 0;
   params.page_table = page_table.has_value() ? page_table->data_ptr<int32_t>() : nullptr;
@@ -118,6 +165,9 @@ void select_rows(const at::Tensor& logits, const at::Tensor& bounds, const c10::
   const c10::cuda::CUDAGuard guard(logits.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int device = logits.get_device();
+  void* plan_buffer = plan.has_value() ? plan->data_ptr() : WorkspaceLayout::own_plan(workspace->data_ptr());
+  if (!plan.has_value()) launch_plan(params.source, rows, k, plan_buffer, device, stream);
+  params.plan = PlanView::of(plan_buffer, params.rows);
   switch (logits.scalar_type()) {
     case at::kFloat: launch<float>(params, device, stream); break;
     case at::kBFloat16: launch<__nv_bfloat16>(params, device, stream); break;
@@ -135,11 +185,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("launch_grid", &persistent_topk::launch_grid, "CTAs of the largest (clustered) persistent grid for logits' device and dtype");
   m.def("launch_team_size", &persistent_topk::launch_team_size,
         "CTAs per team row of a launch of (rows, stride) on logits' device (1: no team rows)");
-  m.def("select_rows", &persistent_topk::select_rows, "Launch the persistent top-k kernel (one launch)");
+  m.def("plan_bytes", &persistent_topk::plan_bytes, "Plan buffer bytes for rows");
+  m.def("make_plan", &persistent_topk::make_plan, "Launch the plan kernel into a plan buffer");
+  m.def("select_rows", &persistent_topk::select_rows,
+        "Launch the persistent top-k kernel (one launch with a plan; the op's own plan first without one)");
   m.attr("max_sorted_k") = persistent_topk::Policy::kMaxSortedK;
   m.attr("smem_keys") = persistent_topk::Policy::kSmemKeys;
   m.attr("solo_max_keys") = persistent_topk::Policy::kSoloMaxKeys;
   m.attr("team_min_few_rows") = persistent_topk::Policy::kTeamMinFewRows;
   m.attr("max_cluster_size") = persistent_topk::Policy::kMaxClusterSize;
+  m.attr("portable_cluster_size") = persistent_topk::Policy::kPortableClusterSize;
+  m.attr("plan_stale") = persistent_topk::kPlanStale;
   m.attr("threads") = persistent_topk::Policy::kThreads;
 }

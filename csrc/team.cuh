@@ -74,7 +74,7 @@ __device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.w
 // that an exchange's words can arrive while the previous exchange's are still being read (no CTA gets
 // two exchanges ahead of another: each exchange needs every CTA's words).
 struct TeamMailbox {
-  static constexpr int kMaxSize = 8;
+  static constexpr int kMaxSize = 16;  // Hopper's largest (non-portable) cluster
   // The most words one CTA sends in one exchange: a histogram's 64 group counts.
   static constexpr int kWords = 64;
   alignas(16) uint32_t words[2][kMaxSize][kWords];  // [slot][sender][word]

@@ -6,8 +6,8 @@
 // leave. Slices are in column order, so ties at the threshold go to the lowest columns across the
 // team as within a CTA, and the output is in index order without a merge.
 //
-// Global rows: rows so long that a slice would not fit in shared memory. One CTA runs the radix
-// passes straight over global memory. Slower, exact, and needs no scratch at all.
+// Slices too long for shared memory (a solo row past it, or a team row past what the largest team holds
+// there): the radix passes run straight over global memory, with the same team exchanges.
 #pragma once
 #include <cstdint>
 
@@ -39,25 +39,31 @@ struct GlobalKeys {
   __device__ __forceinline__ uint32_t operator()(int i) const { return to_key(row[i]); }
 };
 
-// The whole row by one CTA, every pass over global memory (L2 usually holds the row after the first).
+// This CTA's slice (n keys from column first_column of a row of row_n) selected with its team (or
+// alone), every pass over global memory (L2 usually holds the slice after the first): for slices too
+// long for shared memory. The same exchanges as select_in_shared() in the same order, so one team may
+// not mix the two. Slower, exact, and needs no scratch at all. The team goes in and out by value, so
+// that it stays in registers across the call.
 template <int kThreads, typename T>
-__device__ __noinline__ void select_in_global(const T* row, int n, int m,
-                                              typename BlockSelect<kThreads>::TempStorage& ts, IndexSink sink) {
+__device__ __noinline__ Team select_in_global(const T* slice, int n, int row_n, int m, int first_column,
+                                              typename BlockSelect<kThreads>::TempStorage& ts, IndexSink sink,
+                                              Team team) {
   using Select = BlockSelect<kThreads>;
-  const GlobalKeys<T> key_at{row};
-  Team solo = Team::solo();
-  Threshold t{0u, 0, m, true};  // m >= n: every key, a zero-bit prefix they all share
-  if (m < n) {
+  const GlobalKeys<T> key_at{slice};
+  const typename Select::EvenSpans spans{n};
+  Threshold t{0u, 0, m, true};  // m >= row_n: every key, a zero-bit prefix they all share
+  if (m < row_n) {
     Select::zero_histogram(ts);
     __syncthreads();
-    Select::count_digits(ts, typename Select::EvenSpans{n}, key_at, t, Select::kFirstShift, Select::kBins - 1);
-    __syncthreads();
-    t = Select::refine(ts, t, KeyTraits<T>::kSignificantBits, solo,
+    Select::count_digits(ts, spans, key_at, t, Select::kFirstShift, Select::kBins - 1);
+    Select::publish_histogram(ts, team);
+    t = Select::refine(ts, t, KeyTraits<T>::kSignificantBits, team,
                        [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
-                         Select::count_digits(ts, typename Select::EvenSpans{n}, key_at, prefix, shift, digit_mask);
+                         Select::count_digits(ts, spans, key_at, prefix, shift, digit_mask);
                        });
   }
-  Select::emit(ts, typename Select::EvenSpans{n}, key_at, ColumnOf{0}, t, sink, solo);
+  Select::emit(ts, spans, key_at, ColumnOf{first_column}, t, sink, team);
+  return team;
 }
 
 }  // namespace persistent_topk

@@ -31,3 +31,7 @@ def require_cuda_kernels():
 
 def workspace_bytes(rows: int, stride: int, k: int) -> int:
     return require_cuda_kernels().workspace_bytes(rows, stride, k)
+
+
+def plan_bytes(rows: int) -> int:
+    return require_cuda_kernels().plan_bytes(rows)

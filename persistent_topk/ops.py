@@ -9,8 +9,9 @@ Shapes and dtypes, for every op:
 
 All four ops lower to one custom op, ``persistent_topk::select_rows``, registered with torch.library
 with a fake implementation, so torch.compile(fullgraph=True) traces them. CUDA tensors run the
-persistent kernel of csrc/; CPU tensors run persistent_topk.reference, the oracle the kernel is tested
-against.
+persistent kernel of csrc/: with ``plan=`` (from make_plan, once per decode step) a call is exactly one
+kernel launch; without one the op plans itself first (two launches). CPU tensors run
+persistent_topk.reference, the oracle the kernel is tested against.
 """
 from __future__ import annotations
 
@@ -19,19 +20,14 @@ from typing import Optional
 import torch
 
 from . import _backend, reference
-from .plan import TopKPlan, make_plan  # noqa: F401  (make_plan is part of this module's API)
+from .plan import MODE_DECODE, MODE_LENGTHS, MODE_PREFILL, TopKPlan, clamped_lengths, make_plan  # noqa: F401
 from .workspace import Workspace, default_workspace
-
-# How the kernel derives row r's window [start, start + n) from the bounds tensor (csrc/dispatch.cuh).
-MODE_LENGTHS = 0   # bounds = lengths[rows]; start 0
-MODE_DECODE = 1    # bounds = seq_lens[rows / next_n]; n = seq_lens[r // next_n] - next_n + r % next_n + 1
-MODE_PREFILL = 2   # bounds = row_ends[rows], row_starts[rows]; n = row_ends[r] - row_starts[r]
 
 
 # ----------------------------------------------------------------------------------------------------
 # The one registered op
 # ----------------------------------------------------------------------------------------------------
-@torch.library.custom_op("persistent_topk::select_rows", mutates_args=("out", "values", "workspace"))
+@torch.library.custom_op("persistent_topk::select_rows", mutates_args=("out", "values", "plan", "workspace"))
 def _select_rows(
     logits: torch.Tensor,
     bounds: torch.Tensor,
@@ -44,6 +40,7 @@ def _select_rows(
     page_size: int,
     out: torch.Tensor,
     values: Optional[torch.Tensor],
+    plan: Optional[torch.Tensor],
     workspace: Optional[torch.Tensor],
     workspace_rows: int,
     workspace_stride: int,
@@ -59,15 +56,15 @@ def _select_rows(
 
 @_select_rows.register_kernel("cuda")
 def _select_rows_cuda(logits, bounds, row_starts, window_mode, next_n, k, by_value, page_table, page_size, out, values,
-                      workspace, workspace_rows, workspace_stride, workspace_k):
+                      plan, workspace, workspace_rows, workspace_stride, workspace_k):
     _backend.require_cuda_kernels().select_rows(logits, bounds, row_starts, window_mode, next_n, k, by_value, page_table,
-                                                page_size, out, values, workspace, workspace_rows, workspace_stride,
-                                                workspace_k)
+                                                page_size, out, values, plan, workspace, workspace_rows,
+                                                workspace_stride, workspace_k)
 
 
 @_select_rows.register_fake
-def _(logits, bounds, row_starts, window_mode, next_n, k, by_value, page_table, page_size, out, values, workspace,
-      workspace_rows, workspace_stride, workspace_k):
+def _(logits, bounds, row_starts, window_mode, next_n, k, by_value, page_table, page_size, out, values, plan,
+      workspace, workspace_rows, workspace_stride, workspace_k):
     return None
 
 
@@ -161,13 +158,18 @@ def _run(logits, bounds, row_starts, mode, next_n, k, out, values, plan, workspa
         if sorted and k > _backend.require_cuda_kernels().max_sorted_k:
             raise ValueError(f"k: sorted=True supports k <= {_backend.require_cuda_kernels().max_sorted_k} on CUDA "
                              f"(the selection is sorted in shared memory), got {k}")
+    plan_buffer = None
     if plan is not None:
-        plan.check(_row_windows(logits, bounds, row_starts, mode, next_n)[1].to(torch.int32))
+        plan.check_usable(rows, stride, k, device)
+        if device.type == "cuda":
+            plan_buffer = plan.buffer
+        else:  # the CPU path reads the plan only to keep its status
+            plan.record_cpu(clamped_lengths(bounds, stride, next_n if mode == MODE_DECODE else 1, row_starts))
     if rows == 0:
         return out
     torch.ops.persistent_topk.select_rows(logits, bounds, row_starts, mode, next_n, k, sorted, page_table,
-                                          page_size, out, values, workspace_buffer, workspace_rows, workspace_stride,
-                                          workspace_k)
+                                          page_size, out, values, plan_buffer, workspace_buffer, workspace_rows,
+                                          workspace_stride, workspace_k)
     return out
 
 
@@ -185,7 +187,8 @@ def top_k_per_row(logits: torch.Tensor, lengths: torch.Tensor, k: int = 2048, *,
         k: how many to select per row (>= 1).
         out: optional [rows, k] int32 destination.
         values: optional [rows, k] logits.dtype destination for the selected logits.
-        plan: optional TopKPlan from make_plan; a stale plan still gives exact results (SPEC §5).
+        plan: optional TopKPlan from make_plan(lengths, stride, k) for this shape: the call is then one
+            kernel launch; a stale plan still gives exact results and records STALE (SPEC §5).
         workspace: optional Workspace; without one a per-device default grows on demand (eager only).
         sorted: order each row by value descending (ties by index) instead of by index ascending.
     Returns:

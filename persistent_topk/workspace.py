@@ -1,18 +1,20 @@
 """Scratch memory for the top-k kernel (SPEC §6).
 
-One zero-initialised byte buffer per Workspace holds everything the kernel shares between CTAs
-through global memory: the work queue's counters, which reset themselves by the end of every launch,
-so a captured CUDA graph needs no memset node. (Long rows are selected by the CTAs of one thread-block
-cluster, which combine through distributed shared memory and need no scratch here.) Its size comes
-from the kernel's own layout (csrc/dispatch.cuh, WorkspaceLayout), so Python never duplicates the
-arithmetic.
+A Workspace holds two zero-initialised byte buffers, both sized once from (max_rows, max_stride, k):
+- ``buffer``: what the kernel shares between CTAs through global memory (the work queue's counters,
+  which reset themselves by the end of every launch, so a captured CUDA graph needs no memset node),
+  then the plan an op makes for itself when it is given none. (Long rows are selected by the CTAs of
+  one thread-block cluster, which combine through distributed shared memory and need no scratch here.)
+- ``plan_buffer``: where ``make_plan(..., workspace=ws)`` puts the decode step's plan (one at a time).
+Their sizes come from the kernel's own layouts (csrc/dispatch.cuh WorkspaceLayout, csrc/plan.cuh
+PlanLayout), so Python never duplicates the arithmetic.
 
 A workspace serves one stream at a time: two launches running concurrently on one workspace would
-share its counters.
+share its counters. The default workspaces (ops called without workspace=) are one per (device, stream).
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -45,8 +47,14 @@ class Workspace:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.max_rows, self.max_stride, self.k = max_rows, max_stride, k
         self.locked = False
+        self.plan_generation = getattr(self, "plan_generation", 0)
+        # Buffers replaced by growth stay alive: a graph captured earlier may still use them.
+        self.retired = getattr(self, "retired", [])
+        if hasattr(self, "buffer"):
+            self.retired += [self.buffer, self.plan_buffer]
         self.buffer = torch.zeros(_backend.workspace_bytes(max_rows, max_stride, k), dtype=torch.uint8,
                                   device=self.device)
+        self.plan_buffer = torch.zeros(_backend.plan_bytes(max(max_rows, 1)), dtype=torch.uint8, device=self.device)
 
     @property
     def nbytes(self) -> int:
@@ -60,8 +68,16 @@ class Workspace:
     def fits(self, rows: int, stride: int, k: int) -> bool:
         return rows <= self.max_rows and stride <= self.max_stride and k <= self.k
 
+    def plan_buffer_for(self, rows: int, stride: int, k: int) -> torch.Tensor:
+        """The plan buffer for a plan of calls of this shape (grown first if needed, never once locked);
+        every plan made in it before is overwritten."""
+        self.ensure(rows, stride, k)
+        self.plan_generation += 1
+        return self.plan_buffer
+
     def ensure(self, rows: int, stride: int, k: int) -> torch.Tensor:
-        """The buffer, grown first if a call of this shape needs more (never once locked)."""
+        """The buffer, grown first if a call of this shape needs more (never once locked). Growth never
+        frees a buffer: a graph captured before may still use it."""
         if self.fits(rows, stride, k):
             return self.buffer
         need = f"rows={rows}, stride={stride}, k={k}"
@@ -76,20 +92,22 @@ class Workspace:
         return self.buffer
 
 
-_default: Dict[torch.device, Workspace] = {}
+_default: Dict[Tuple[torch.device, int], Workspace] = {}
 
 
 def default_workspace(device: torch.device, rows: int, stride: int, k: int) -> Workspace:
-    """The per-device workspace used when a call passes none; grown on demand (eager mode only)."""
+    """The workspace of (device, current stream) used when a call passes none; grown on demand (eager
+    mode only). One per stream: two streams running top-k at once never share counters."""
     device = torch.device(device)
     if device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    ws: Optional[Workspace] = _default.get(device)
+    key = (device, torch.cuda.current_stream(device).cuda_stream)
+    ws: Optional[Workspace] = _default.get(key)
     if ws is None:
         if torch.cuda.is_current_stream_capturing():
             raise RuntimeError("workspace: no default workspace exists yet for "
                                f"{device} and none can be allocated during CUDA-graph capture; run the op once "
                                "before capture or pass workspace=Workspace(...)")
-        ws = _default[device] = Workspace(device, rows, stride, k)
+        ws = _default[key] = Workspace(device, rows, stride, k)
     ws.ensure(rows, stride, k)
     return ws

@@ -12,12 +12,16 @@ start=$(date +%s)
 grep -E "ptxas info *: Used|spill|bytes smem" "$OUT/setup.log" | sort -u | head -12
 echo "build: $(( $(date +%s) - start )) s"
 VPY=.venv/bin/python
-$VPY -m pytest -q -rf --maxfail=20 tests ${1:+-k "$1"} 2>&1 | tee "$OUT/pytest.log" | tail -40
+timeout 420 $VPY -m pytest -q -rf --maxfail=20 tests ${1:+-k "$1"} 2>&1 | tee "$OUT/pytest.log" | tail -40
 if [ -z "${SKIP_SANITIZER:-}" ]; then
+  # Every path: short, solo, team (shared and global memory), stale plans (memcheck only: racecheck is
+  # slow on the global-memory passes of the solo rows a stale plan makes).
+  selection="test_k_values and 2048 and float32 or test_odd_strides and 30001 and float32 or test_team_rows_among_many_solo_rows and normal or test_work_queue_counters and scattered or test_rows_past_a_team_of_eight and 512 and float32"
   for tool in memcheck racecheck; do
-    compute-sanitizer --tool $tool --error-exitcode 9 $VPY -m pytest -q -x tests/test_gpu.py \
-      -k "test_k_values and 2048 or test_odd_strides and 30001 and float32 or test_team_rows_among_many_solo_rows and normal or test_work_queue_counters and scattered" > "$OUT/sanitizer-$tool.log" 2>&1
-    echo "compute-sanitizer $tool: exit $? ($(grep -E 'ERROR SUMMARY|passed|failed' "$OUT/sanitizer-$tool.log" | tr '\n' ' '))"
+    k="$selection"; [ $tool = memcheck ] && k="$selection or test_stale_plans and 1"
+    timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 $VPY -m pytest -q -x tests/test_gpu.py -k "$k" \
+      > "$OUT/sanitizer-$tool.log" 2>&1
+    echo "compute-sanitizer $tool: exit $? ($(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|passed|failed' "$OUT/sanitizer-$tool.log" | tr '\n' ' '))"
   done
 fi
 if [ -z "${SKIP_BENCH:-}" ]; then

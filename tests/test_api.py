@@ -99,14 +99,15 @@ def test_fake_impl_gives_shapes_under_fake_mode():
         assert out.shape == (5, 2048) and out.dtype == torch.int32
 
 
-def test_plan_fingerprint_and_stale_status(gen):
+def test_plan_status_on_the_cpu(gen):
     x = torch.randn(3, 5000, generator=gen)
     n = torch.tensor([4000, -3, 9000], dtype=I32)
     plan = pt.make_plan(n, 5000, 2048)
-    assert plan.lengths.tolist() == [4000, 0, 5000]
-    assert plan.order.tolist() == [2, 0, 1]
-    assert plan.fingerprint.tolist() == [3, 9000, 4000 ^ 5000, 1 * 4000 + 2 * 0 + 3 * 5000]
+    assert plan.cpu_lengths.tolist() == [4000, 0, 5000]
     fresh = pt.top_k_per_row(x, n, 2048, plan=plan)
+    assert plan.status() == plan_module.FRESH
+    same_clamped = torch.tensor([4000, -100, 5001], dtype=I32)  # equal once clamped: still fresh
+    pt.top_k_per_row(x, same_clamped, 2048, plan=plan)
     assert plan.status() == plan_module.FRESH
     changed = torch.tensor([4000, 10, 5000], dtype=I32)
     stale = pt.top_k_per_row(x, changed, 2048, plan=plan)
@@ -118,3 +119,41 @@ def test_plan_fingerprint_and_stale_status(gen):
     swapped = pt.make_plan(n, 5000, 2048)
     pt.top_k_per_row(x, n[[2, 1, 0]].contiguous(), 2048, plan=swapped)  # same sum and xor, rows traded
     assert swapped.status() == plan_module.STALE
+
+
+def test_plan_windows_match_the_ops():
+    seq = torch.tensor([5, 1, 9000], dtype=I32)
+    decode = pt.make_plan(seq, 5000, 64, next_n=2)
+    assert decode.rows == 6 and decode.cpu_lengths.tolist() == [4, 5, 0, 1, 5000, 5000]
+    starts = torch.tensor([-5, 10, 6000], dtype=I32)
+    ends = torch.tensor([100, 5, 7000], dtype=I32)
+    prefill = pt.make_plan(ends, 5000, 64, row_starts=starts)
+    assert prefill.cpu_lengths.tolist() == [105, 0, 0]
+    x = torch.randn(6, 5000)
+    pt.top_k_per_row_decode(x, seq, 2, 64, plan=decode)
+    pt.top_k_per_row_prefill(x[:3], starts, ends, 64, plan=prefill)
+    assert decode.status() == plan_module.FRESH and prefill.status() == plan_module.FRESH
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda x, n, p: pt.top_k_per_row(x, n, 1024, plan=p), "plan"),          # another k
+    (lambda x, n, p: pt.top_k_per_row(x[:2], n[:2], 2048, plan=p), "plan"),  # another row count
+    (lambda x, n, p: pt.top_k_per_row(x[:, :4000], n, 2048, plan=p), "plan"),  # another stride
+])
+def test_a_plan_for_another_shape_is_refused(call, name):
+    x, n = torch.randn(3, 5000), torch.tensor([10, 4000, 5000], dtype=I32)
+    plan = pt.make_plan(n, 5000, 2048)
+    with pytest.raises(ValueError, match=rf"^{name}\b"):
+        call(x, n, plan)
+
+
+@pytest.mark.parametrize("call, error, name", [
+    (lambda n: pt.make_plan(n.long(), 100, 8), TypeError, "lengths"),
+    (lambda n: pt.make_plan(n, -1, 8), ValueError, "stride"),
+    (lambda n: pt.make_plan(n, 100, 0), ValueError, "k"),
+    (lambda n: pt.make_plan(n, 100, 8, next_n=0), ValueError, "next_n"),
+    (lambda n: pt.make_plan(n, 100, 8, row_starts=n[:1]), ValueError, "row_starts"),
+])
+def test_make_plan_checks_its_arguments(call, error, name):
+    with pytest.raises(error, match=rf"^{name}\b"):
+        call(torch.tensor([1, 2, 3], dtype=I32))

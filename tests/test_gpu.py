@@ -3,6 +3,8 @@
 Every launch writes into outputs poisoned with values no correct kernel produces; inputs are fresh
 random draws each run, with garbage (NaN, +inf) past every row's valid window.
 """
+import time
+
 import pytest
 import torch
 
@@ -51,12 +53,13 @@ def check(logits, lengths, k, *, by_value=False, what=""):
 
 def path_lengths(stride, k, g, rows):
     """Lengths that put rows on every path: empty, short (<= k), solo (one CTA), team (a cluster of
-    CTAs), global, and the edges between them, plus negatives and lengths past the stride."""
+    CTAs, slices in shared memory or over global memory), and the edges between them, plus negatives
+    and lengths past the stride."""
     kernels = pt._backend.require_cuda_kernels()
     few, solo, smem = kernels.team_min_few_rows, kernels.solo_max_keys, kernels.smem_keys
-    team_max = kernels.max_cluster_size * smem
+    eight, largest = kernels.portable_cluster_size * smem, kernels.max_cluster_size * smem
     edges = [0, -1, 1, k - 1, k, k + 1, few, few + 1, solo, solo + 1, smem - 1, smem + 1, 3 * solo + 5,
-             team_max, team_max + 1, stride, stride + 100]
+             eight - 1, eight, eight + 1, 262_144, largest, largest + 1, stride, stride + 100]
     edges = [e for e in edges if e <= stride + 100]
     lengths = torch.randint(-2, stride + 50, (rows,), generator=g)
     lengths[: min(rows, len(edges))] = torch.tensor(edges[:rows])
@@ -65,10 +68,20 @@ def path_lengths(stride, k, g, rows):
 
 @pytest.mark.parametrize("case", suite.cases(), ids=lambda c: c["name"])
 def test_suite_shapes(case, gen):
+    """Every suite case's shape (its own k, dtype and stride), with a plan made once and without."""
     lengths = torch.from_numpy(suite.case_lengths(case))
     stride = suite.case_stride(case, lengths.numpy())
-    logits = make_logits("normal", case["rows"], stride, torch.float32, gen, lengths, device="cuda")
-    check(logits, lengths, 2048, what=case["name"])
+    k = case.get("k", suite.load_suite()["k"])
+    dtype = getattr(torch, case.get("dtype", "float32"))
+    logits = make_logits("normal", case["rows"], stride, dtype, gen, lengths, device="cuda")
+    check(logits, lengths, k, what=case["name"])
+    plan = pt.make_plan(lengths.cuda(), stride, k)
+    want, _ = reference.reference_topk(logits.cpu(), lengths, k)
+    for call in range(2):
+        out = torch.full((case["rows"], k), POISON, dtype=I32, device="cuda")
+        pt.top_k_per_row(logits, lengths.cuda(), k, out=out, plan=plan)
+        assert_same(out, want, f"{case['name']} with a plan, call {call}")
+    assert plan.status() == plan_module.FRESH
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -82,22 +95,39 @@ def test_distributions_on_every_path(dist, dtype, gen):
 
 @pytest.mark.parametrize("k", [1, 7, 512, 1024, 2048, 4096])
 @pytest.mark.parametrize("by_value", [False, True])
-def test_k_values(k, by_value, gen):
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_k_values(k, by_value, dtype, gen):
     rows, stride = 24, 150_000
-    for dist in ("normal", "ties", "shared_high_bits"):
+    dists = ("normal", "ties", "shared_high_bits") if dtype == torch.float32 else ("shared_high_bits",)
+    for dist in dists:
         lengths = path_lengths(stride, k, gen, rows)
-        logits = make_logits(dist, rows, stride, torch.float32, gen, lengths, device="cuda")
+        logits = make_logits(dist, rows, stride, dtype, gen, lengths, device="cuda")
         check(logits, lengths, k, by_value=by_value, what=f"{dist} k={k} sorted={by_value}")
 
 
-@pytest.mark.parametrize("k", [2048, 13_000])
+@pytest.mark.parametrize("k", [512, 1024, 2048, 13_000])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_rows_longer_than_a_team_holds_take_the_global_path(k, dtype, gen):
+def test_rows_past_a_team_of_eight(k, dtype, gen):
+    """Rows past what 8 CTAs hold in shared memory (196,608 columns): larger teams up to 262,144 and
+    beyond, and past what the largest team holds (slices over global memory), all exact."""
     kernels = pt._backend.require_cuda_kernels()
-    team_max = kernels.max_cluster_size * kernels.smem_keys  # slices of longer rows overflow shared memory
-    lengths = torch.tensor([team_max + 11, team_max, 262_144, k + 1, k, 5], dtype=I32)
-    logits = make_logits("shared_high_bits", 6, 262_144, dtype, gen, lengths, device="cuda")
-    check(logits, lengths, k, what="global path")
+    eight, largest = kernels.portable_cluster_size * kernels.smem_keys, kernels.max_cluster_size * kernels.smem_keys
+    stride = largest + 4000
+    lengths = torch.tensor([eight - 1, eight, eight + 1, 229_376, 262_143, 262_144, 262_145, largest,
+                            largest + 11, stride, k + 1, k, 5, 0], dtype=I32)
+    logits = make_logits("shared_high_bits", len(lengths), stride, dtype, gen, lengths, device="cuda")
+    check(logits, lengths, k, what="long rows")
+
+
+@pytest.mark.parametrize("rows", [1, 8, 64])
+def test_rows_of_256k_on_wide_teams(rows, gen):
+    """DeepSeek-V4 shapes: rows of up to 262,144 compressed slots, k = 512 and 1024."""
+    stride = 262_144
+    for k in (512, 1024):
+        lengths = torch.randint(1, stride + 1, (rows,), generator=gen).to(I32)
+        lengths[0] = stride
+        logits = make_logits("normal", rows, stride, torch.float32, gen, lengths, device="cuda")
+        check(logits, lengths, k, what=f"{rows} rows k={k}")
 
 
 @pytest.mark.parametrize("dist", ["normal", "shared_high_bits", "specials"])
@@ -135,9 +165,13 @@ def test_launch_team_sizes():
     few = kernels.team_min_few_rows
     assert kernels.launch_team_size(1, few, like) == 1
     assert kernels.launch_team_size(8, few + 16, like) == kernels.max_cluster_size
-    assert kernels.launch_team_size(1, 262_144, like) == kernels.max_cluster_size
+    assert kernels.launch_team_size(1, 196_608, like) == kernels.portable_cluster_size
+    assert kernels.launch_team_size(1, 262_144, like) > kernels.portable_cluster_size  # Hopper runs up to 16
     assert kernels.launch_team_size(300, kernels.solo_max_keys, like) == 1
     assert kernels.launch_team_size(300, 2 * kernels.solo_max_keys, like) == 2
+
+
+QUEUE_BYTES = 256  # the work queue's counters at the workspace's start (csrc/dispatch.cuh WorkspaceLayout)
 
 
 def queue_lengths(kind, rows, stride, g):
@@ -169,7 +203,8 @@ def test_work_queue_counters_reset_themselves(rows, stride, kind, gen):
         pt.top_k_per_row(logits, lengths.cuda(), k, out=out, workspace=workspace)
         torch.cuda.synchronize()
         assert_same(out, want, f"call {call}, {rows} rows of stride {stride} ({kind})")
-        assert not bool(workspace.buffer.any()), f"call {call}: counters left at {workspace.buffer[:8].tolist()}"
+        counters = workspace.buffer[:QUEUE_BYTES]
+        assert not bool(counters.any()), f"call {call}: counters left at {counters[:8].tolist()}"
 
 
 @pytest.mark.parametrize("width, offset", [(4099, 0), (30001, 1), (77777, 3), (50, 2)])
@@ -260,32 +295,185 @@ def test_graph_capture_replays_with_new_lengths(gen):
 ALL_NAMES = sorted(ALL)
 
 
-def test_one_call_is_one_kernel(gen):
+def kernels_of(fn):
+    """Names of the CUDA kernels one call of fn() launches."""
+    fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+
+
+def test_one_kernel_per_call_with_a_plan_two_without(gen):
     rows, stride, k = 64, 140_000, 2048
     logits = make_logits("normal", rows, stride, torch.float32, gen, device="cuda")
     lengths = path_lengths(stride, k, gen, rows).cuda()
     out = torch.empty((rows, k), dtype=I32, device="cuda")
     values = torch.empty((rows, k), device="cuda")
-    pt.top_k_per_row(logits, lengths, k, out=out, values=values)  # the default workspace exists now
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        pt.top_k_per_row(logits, lengths, k, out=out, values=values)
-        torch.cuda.synchronize()
-    kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    assert len(kernels) == 1 and "persistent_topk_kernel" in kernels[0], kernels
+    workspace = pt.Workspace("cuda", rows, stride, k)
+    plan = pt.make_plan(lengths, stride, k, workspace=workspace)
+    with_plan = kernels_of(lambda: pt.top_k_per_row(logits, lengths, k, out=out, values=values, plan=plan,
+                                                    workspace=workspace))
+    assert len(with_plan) == 1 and "persistent_topk_kernel" in with_plan[0], with_plan
+    without = kernels_of(lambda: pt.top_k_per_row(logits, lengths, k, out=out, values=values, workspace=workspace))
+    assert len(without) == 2 and "make_plan_kernel" in without[0] and "persistent_topk_kernel" in without[1], without
+    planning = kernels_of(lambda: pt.make_plan(lengths, stride, k, workspace=workspace))
+    assert len(planning) == 1 and "make_plan_kernel" in planning[0], planning
 
 
-def test_stale_plan_on_gpu_is_still_exact(gen):
-    rows, stride, k = 8, 50_000, 2048
-    logits = make_logits("normal", rows, stride, torch.float32, gen, device="cuda")
-    lengths = path_lengths(stride, k, gen, rows).cuda()
-    plan = pt.make_plan(lengths, stride, k)
-    pt.top_k_per_row(logits, lengths, k, plan=plan)
+def stale_cases(stride, k, g):
+    """(name, planned lengths, live lengths) pairs that a decode step's plan may meet."""
+    kernels = pt._backend.require_cuda_kernels()
+    solo = kernels.solo_max_keys
+    rows = 40
+    base = path_lengths(stride, k, g, rows)
+    grown, shrunk, swapped = base.clone(), base.clone(), base.clone()
+    grown[::3] = torch.clamp(grown[::3] + 5000, max=stride)
+    shrunk[::2] = torch.clamp(shrunk[::2] // 3, min=0)
+    swapped[[0, 1, 2, 3]] = base[[3, 2, 1, 0]]
+    across = torch.full((rows,), solo - 50, dtype=I32)  # solo rows that grow into team rows
+    across_live = across.clone()
+    across_live[::5] = solo + 50
+    longer = torch.full((rows,), 3000, dtype=I32)  # more rows long than planned
+    longer_live = torch.full((rows,), stride, dtype=I32)
+    team_to_short = torch.full((rows,), stride, dtype=I32)  # team rows that become short or empty
+    team_to_short_live = team_to_short.clone()
+    team_to_short_live[::2] = torch.randint(-3, k + 1, (rows // 2,), generator=g).to(I32)
+    return [("grown", base, grown), ("shrunk", base, shrunk), ("swapped", base, swapped),
+            ("past the team threshold", across, across_live), ("more long rows", longer, longer_live),
+            ("team rows gone short", team_to_short, team_to_short_live)]
+
+
+@pytest.mark.parametrize("rows_scale", [1, 8])
+def test_stale_plans_are_exact_and_reported(rows_scale, gen):
+    """A plan made from other lengths: every call still exact (each row from its live length), and the
+    plan says STALE; a plan of the live lengths stays FRESH."""
+    stride, k = 210_000, 2048
+    for name, planned, live in stale_cases(stride, k, gen):
+        planned, live = planned.repeat(rows_scale), live.repeat(rows_scale)
+        rows = len(live)
+        logits = make_logits("normal", rows, stride, torch.float32, gen, live, device="cuda")
+        workspace = pt.Workspace("cuda", rows, stride, k)
+        plan = pt.make_plan(planned.cuda(), stride, k, workspace=workspace)
+        want, _ = reference.reference_topk(logits.cpu(), live, k)
+        for by_value in (False, True):
+            out, values = poisoned(rows, k, logits.dtype)
+            pt.top_k_per_row(logits, live.cuda(), k, out=out, values=values if by_value else None, plan=plan,
+                             workspace=workspace, sorted=by_value)
+            want_idx, want_val = reference.reference_topk(logits.cpu(), live, k, sorted=by_value)
+            assert_same(out, want_idx, f"stale plan ({name}) sorted={by_value}")
+            if by_value:
+                assert_same(bits(values), bits(want_val), f"stale plan ({name}) values")
+        assert plan.status() == plan_module.STALE, name
+        fresh = pt.make_plan(live.cuda(), stride, k, workspace=workspace)
+        out = torch.full((rows, k), POISON, dtype=I32, device="cuda")
+        pt.top_k_per_row(logits, live.cuda(), k, out=out, plan=fresh, workspace=workspace)
+        assert_same(out, want, f"fresh plan after {name}")
+        assert fresh.status() == plan_module.FRESH, name
+
+
+def test_plan_for_decode_and_prefill_windows(gen):
+    batch, next_n, stride, k = 9, 3, 70_000, 2048
+    seq_lens = torch.randint(0, stride + 10, (batch,), generator=gen).to(I32)
+    logits = make_logits("normal", batch * next_n, stride, torch.bfloat16, gen, device="cuda")
+    plan = pt.make_plan(seq_lens.cuda(), stride, k, next_n=next_n)
+    out = pt.top_k_per_row_decode(logits, seq_lens.cuda(), next_n, k, plan=plan)
+    want, _ = reference.reference_topk(logits.cpu(), reference.decode_lengths(seq_lens, next_n), k)
+    assert_same(out, want, "decode with a plan")
     assert plan.status() == plan_module.FRESH
-    changed = path_lengths(stride, k, gen, rows)
-    got = pt.top_k_per_row(logits, changed.cuda(), k, plan=plan)
-    assert plan.status() == plan_module.STALE
-    assert_same(got, reference.reference_topk(logits.cpu(), changed, k)[0], "stale plan")
+    starts = torch.randint(-5, stride, (20,), generator=gen).to(I32)
+    ends = (starts + torch.randint(-100, 50_000, (20,), generator=gen)).to(I32)
+    logits = make_logits("ties", 20, stride, torch.float32, gen, device="cuda")
+    plan = pt.make_plan(ends.cuda(), stride, k, row_starts=starts.cuda())
+    out = pt.top_k_per_row_prefill(logits, starts.cuda(), ends.cuda(), k, plan=plan)
+    want, _ = reference.reference_topk(logits.cpu(), ends - starts, k, starts=starts)
+    assert_same(out, want, "prefill with a plan")
+    assert plan.status() == plan_module.FRESH
+
+
+def test_plan_reused_by_61_layers_in_one_graph(gen):
+    """A decode step as engines capture it: the plan made once, then 61 layers, each with its own
+    logits, all in one CUDA graph; replayed with new lengths and new logits, sampled layers exact."""
+    layers, rows, stride, k = 61, 8, 70_000, 2048
+    logits = [torch.empty((rows, stride), device="cuda") for _ in range(layers)]
+    outs = [torch.empty((rows, k), dtype=I32, device="cuda") for _ in range(layers)]
+    lengths = torch.full((rows,), stride, dtype=I32, device="cuda")
+    workspace = pt.Workspace("cuda", rows, stride, k)
+
+    def step():
+        plan = pt.make_plan(lengths, stride, k, workspace=workspace)
+        for layer in range(layers):
+            pt.top_k_per_row(logits[layer], lengths, k, out=outs[layer], plan=plan, workspace=workspace)
+        return plan
+
+    step()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        plan = step()
+    workspace.lock()
+    for replay in range(3):
+        new = path_lengths(stride, k, gen, rows)
+        lengths.copy_(new)
+        for layer in range(layers):
+            logits[layer].copy_(make_logits("normal", rows, stride, torch.float32, gen, new))
+            outs[layer].fill_(POISON)
+        graph.replay()
+        torch.cuda.synchronize()
+        for layer in (0, 1, 30, layers - 1):
+            want, _ = reference.reference_topk(logits[layer].cpu(), new, k)
+            assert_same(outs[layer], want, f"replay {replay} layer {layer}")
+        assert plan.status() == plan_module.FRESH
+
+
+def finishes_within(seconds, fn):
+    """Run fn() (which launches GPU work) and wait for the GPU at most `seconds`: False on a hang."""
+    fn()
+    done = torch.cuda.Event()
+    done.record()
+    deadline = time.monotonic() + seconds
+    while not done.query():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+@pytest.mark.parametrize("rows, length", [(1, 262_144), (4096, 256), (256, 262_144), (256, 131_072)])
+def test_no_hang(rows, length, gen):
+    k = 2048
+    lengths = torch.full((rows,), length, dtype=I32)
+    logits = make_logits("normal", rows, length, torch.float32, gen, device="cuda")
+    out = torch.full((rows, k), POISON, dtype=I32, device="cuda")
+    assert finishes_within(30, lambda: pt.top_k_per_row(logits, lengths.cuda(), k, out=out)), "hang"
+    sample = torch.randint(0, rows, (4,), generator=gen)
+    want, _ = reference.reference_topk(logits[sample].cpu(), lengths[sample], k)
+    assert_same(out[sample], want, f"{rows} rows of {length}")
+
+
+def test_no_hang_beside_a_kernel_holding_the_sms(gen):
+    """A call while matrix products that fill every SM run on a second stream: the clusters wait for
+    SMs to free up, never for each other across clusters."""
+    rows, stride, k = 64, 262_144, 1024
+    lengths = torch.randint(1, stride + 1, (rows,), generator=gen).to(I32)
+    logits = make_logits("normal", rows, stride, torch.float32, gen, device="cuda")
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    out = torch.full((rows, k), POISON, dtype=I32, device="cuda")
+    side = torch.cuda.Stream()
+    plan = pt.make_plan(lengths.cuda(), stride, k)
+    torch.cuda.synchronize()
+
+    def both():
+        with torch.cuda.stream(side):
+            for _ in range(4):
+                a @ a
+        pt.top_k_per_row(logits, lengths.cuda(), k, out=out, plan=plan)
+
+    assert finishes_within(60, both), "hang"
+    torch.cuda.synchronize()
+    want, _ = reference.reference_topk(logits.cpu(), lengths, k)
+    assert_same(out, want, "beside matrix products")
 
 
 def test_repeated_calls_are_bitwise_deterministic(gen):

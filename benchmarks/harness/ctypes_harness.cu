@@ -11,29 +11,30 @@ using namespace persistent_topk;
 
 extern "C" int64_t pt_workspace_bytes(int64_t rows, int64_t stride) { return WorkspaceLayout::bytes(rows, stride, 2048); }
 
-// The team size of later launches: 0 for the product's choice, else forced (with clusters of that size).
-static int forced_team_size = 0;
-extern "C" void pt_force_team_size(int size) { forced_team_size = size; }
+static ResidentLimits& resident() {
+  static ResidentLimits limits{};
+  if (limits.ctas == 0 && resident_limits<float>(&limits) != cudaSuccess) limits.ctas = 0;
+  return limits;
+}
 
-// team_min_length < 0: the product's choice; otherwise forced (to time the paths against each other).
+// One call as the op makes it without a plan: the plan kernel into the workspace, then the kernel.
 extern "C" int pt_launch(const float* logits, int64_t row_pitch, int rows, int stride, const int32_t* lengths, int k,
-                         int32_t* out, void* workspace, int team_min_length, void* stream) {
-  static ResidentLimits resident{};
-  if (resident.ctas == 0 && resident_limits<float>(&resident) != cudaSuccess) return -1;
+                         int32_t* out, void* workspace, void* stream) {
+  if (resident().ctas == 0) return -1;
   Params p{};
   p.logits = logits;
   p.row_pitch = row_pitch;
   p.rows = rows;
-  p.stride = stride;
-  p.bounds = lengths;
-  p.window_mode = kWindowLengths;
-  p.next_n = 1;
+  p.source = RowSource{lengths, nullptr, kWindowLengths, 1, stride};
   p.k = k;
   p.page_size = 1;
   p.out = out;
   p.queue = static_cast<uint32_t*>(workspace);
-  const cudaError_t status =
-      launch_persistent_topk<float>(p, resident, static_cast<cudaStream_t>(stream), team_min_length, forced_team_size);
+  void* plan = WorkspaceLayout::own_plan(workspace);
+  PlanParams q{p.source, rows, k, 0, 0, plan};
+  cudaError_t status = launch_make_plan(q, resident(), static_cast<cudaStream_t>(stream));
+  p.plan = PlanView::of(plan, rows);
+  if (status == cudaSuccess) status = launch_persistent_topk<float>(p, resident(), static_cast<cudaStream_t>(stream));
   return static_cast<int>(status != cudaSuccess ? status : cudaGetLastError());
 }
 
@@ -51,7 +52,7 @@ extern "C" int pt_resident(int* ctas, int* clusters) {
   ResidentLimits limits{};
   const cudaError_t status = resident_limits<float>(&limits);
   *ctas = limits.ctas;
-  *clusters = limits.clusters_of(Policy::kMaxClusterSize);
+  *clusters = limits.clusters_of(Policy::kPortableClusterSize);
   return static_cast<int>(status);
 }
 
