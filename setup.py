@@ -46,7 +46,7 @@ setup(
     version="0.1.0",
     description="Exact, deterministic per-row top-k for DeepSeek-style sparse attention (DSA) decode",
     packages=find_packages(include=["persistent_topk"]),
-    package_data={"persistent_topk": ["dsa_suite.json"]},
+    package_data={"persistent_topk": ["dsa_suite.json", "dsa_targets.json"]},
     python_requires=">=3.9",
     ext_modules=ext_modules,
     cmdclass=cmdclass,

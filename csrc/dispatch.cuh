@@ -206,11 +206,13 @@ __device__ __forceinline__ void write_short_row(const Params& p, int r, const Ro
 enum QueueCounter : int { kSoloCounter = 0, kTeamCounter = 1 };
 constexpr uint32_t kNoClaim = 0xFFFFFFFFu;  // a claim not made: no row has this position
 
+// The phase of the work a CTA is in: uniform, and kept by every thread in a register (a field that
+// every thread reads must not share a word that thread 0 rewrites meanwhile).
+enum WorkPhase : int { kTeamRows = 0, kSoloRows = 1 };
+
 // Where a CTA is in the work: uniform across the CTA, so it lives in shared memory (written by thread
 // 0 between barriers) and leaves every register to the selection code.
 struct WorkState {
-  enum Phase : int { kTeamRows = 0, kSoloRows = 1 };
-  int phase;
   int started;          // team phase: the cluster's first (static) row has been taken
   uint32_t ordinal;     // team phase: the first row's position; plain launches: the next position
   uint32_t claim;       // solo rows of team launches: the solo counter's answer to the latest claim
@@ -245,8 +247,8 @@ struct NextRowClaim {
   uint32_t answer = kNoClaim;
 
   // Thread 0 only.
-  __device__ __forceinline__ void issue(const Params& p, const WorkState& s, const Team& team) {
-    if (s.phase == WorkState::kTeamRows) {
+  __device__ __forceinline__ void issue(const Params& p, WorkPhase phase, const WorkState& s, const Team& team) {
+    if (phase == kTeamRows) {
       if (team.rank() == 0 && s.team_claims) answer = atomicAdd(&p.queue[kTeamCounter], 1u);
     } else if (p.team_size > 1) {
       answer = atomicAdd(&p.queue[kSoloCounter], 1u);
@@ -254,8 +256,8 @@ struct NextRowClaim {
       answer = gridDim.x + atomicAdd(&p.queue[kSoloCounter], 1u);
     }
   }
-  __device__ __forceinline__ void record(const Params& p, WorkState& s, const Team& team) const {
-    if (s.phase == WorkState::kTeamRows) {
+  __device__ __forceinline__ void record(const Params& p, WorkPhase phase, WorkState& s, const Team& team) const {
+    if (phase == kTeamRows) {
       if (team.rank() == 0) Team::set_leader_word(answer);
     } else if (p.team_size > 1) {
       s.claim = answer;
@@ -273,9 +275,9 @@ struct NextRow {
 };
 
 // Block-wide: the row this CTA selects next, or -1 when it is done (see the work queue above). Leaves
-// the team (team becomes solo) when the team rows run out.
-__device__ __forceinline__ NextRow next_row(const Params& p, WorkState& s, Team& team) {
-  if (s.phase == WorkState::kTeamRows) {
+// the team (team becomes solo, phase kSoloRows) when the team rows run out.
+__device__ __forceinline__ NextRow next_row(const Params& p, WorkState& s, Team& team, WorkPhase& phase) {
+  if (phase == kTeamRows) {
     if (threadIdx.x == 0) {
       const uint32_t clusters = gridDim.x / static_cast<uint32_t>(p.team_size);
       uint32_t position = s.ordinal;  // the cluster's first team row: static
@@ -295,12 +297,10 @@ __device__ __forceinline__ NextRow next_row(const Params& p, WorkState& s, Team&
     // The team rows are all taken: on alone.
     team.close();
     team = Team::solo();
+    phase = kSoloRows;
     if (s.solo_rows == 0u) return NextRow{-1, RowWindow{0, 0}, 0};
     __syncthreads();  // every thread has read the state
-    if (threadIdx.x == 0) {
-      s.phase = WorkState::kSoloRows;
-      s.claim = atomicAdd(&p.queue[kSoloCounter], 1u);
-    }
+    if (threadIdx.x == 0) s.claim = atomicAdd(&p.queue[kSoloCounter], 1u);
   }
   if (threadIdx.x == 0) {
     uint32_t position = kNoClaim;
@@ -345,10 +345,10 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
   const bool team_launch = p.team_size > 1;
   Team team = team_launch ? Team::of_cluster(p.team_size) : Team::solo();
   team.open();
+  WorkPhase phase = team_launch ? kTeamRows : kSoloRows;
   if (threadIdx.x == 0) {
     const uint32_t clusters = gridDim.x / static_cast<uint32_t>(p.team_size);
     const uint32_t team_rows = team_launch ? static_cast<uint32_t>(p.plan.header->team_rows) : 0u;
-    state.phase = team_launch ? WorkState::kTeamRows : WorkState::kSoloRows;
     state.started = 0;
     state.ordinal = team_launch ? blockIdx.x / static_cast<uint32_t>(p.team_size) : blockIdx.x;
     state.team_rows = team_rows;
@@ -357,19 +357,19 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
   }
   for (;;) {
     __syncthreads();  // the previous row's shared state is free; `state` is written
-    const NextRow next = next_row(p, state, team);
+    const NextRow next = next_row(p, state, team, phase);
     const int r = next.row;
     if (r < 0) break;
     const RowWindow w = next.window;
     NextRowClaim claim;
     if (threadIdx.x == 0) {
-      claim.issue(p, state, team);
+      claim.issue(p, phase, state, team);
       if (team.rank() == 0) check_planned_length(p, next);
     }
-    auto record_claim = [&]() { claim.record(p, state, team); };
+    auto record_claim = [&]() { claim.record(p, phase, state, team); };
     const RowPath path = plan_row(p, w.n);
-    const bool team_row = state.phase == WorkState::kTeamRows && path == RowPath::kTeam;
-    if (state.phase == WorkState::kTeamRows && !team_row) {
+    const bool team_row = phase == kTeamRows && path == RowPath::kTeam;
+    if (phase == kTeamRows && !team_row) {
       // A team row by the plan that its live length gives to one CTA (a stale plan): the team's CTAs
       // still exchange once, which hands them rank 0's claim, and rank 0 selects the row alone.
       // (Rank 0 records its claim again below: the same word.)

@@ -1,5 +1,7 @@
-"""The DSA benchmark suite (dsa_suite.json, an identical copy of the project's shared suite): its cases
-and their row lengths, generated exactly as the suite's length_rules say."""
+"""The DSA benchmark suite (dsa_suite.json, an identical copy of the project's shared suite): its cases,
+each case's k, dtype, stride and row lengths (generated exactly as the suite's length_rules say), and
+the per-case targets (dsa_targets.json, a copy of the shared targets.json: the fastest public kernel's
+time over floor on an H200, and the goal)."""
 from __future__ import annotations
 
 import json
@@ -7,10 +9,43 @@ from importlib import resources
 from typing import Dict, List
 
 import numpy as np
+import torch
+
+# The logits dtypes a case may name (the suite's "about" lists them); float32 when a case names none.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEFAULT_DTYPE = "float32"
+
+
+def _read_json(name: str) -> Dict:
+    return json.loads(resources.files("persistent_topk").joinpath(name).read_text())
 
 
 def load_suite() -> Dict:
-    return json.loads(resources.files("persistent_topk").joinpath("dsa_suite.json").read_text())
+    return _read_json("dsa_suite.json")
+
+
+def load_targets() -> Dict[str, Dict]:
+    """Case name -> {"fastest_public_time_over_floor" (None where no public kernel takes the case),
+    "fastest_public", "goal_time_over_floor"}."""
+    return _read_json("dsa_targets.json")["cases"]
+
+
+def case_k(case: Dict, suite: Dict) -> int:
+    """The case's own "k", else the suite's."""
+    return int(case.get("k", suite["k"]))
+
+
+def case_dtype_name(case: Dict) -> str:
+    """The case's "dtype" as the suite spells it ("float32" when it names none)."""
+    name = case.get("dtype", DEFAULT_DTYPE)
+    if name not in DTYPES:
+        raise ValueError(f"case {case['name']}: unknown dtype {name!r} (expected one of {sorted(DTYPES)})")
+    return name
+
+
+def case_dtype(case: Dict) -> torch.dtype:
+    """The torch dtype of the case's logits: its "dtype", default float32."""
+    return DTYPES[case_dtype_name(case)]
 
 
 def case_lengths(case: Dict) -> np.ndarray:

@@ -25,6 +25,6 @@ if [ -z "${SKIP_SANITIZER:-}" ]; then
   done
 fi
 if [ -z "${SKIP_BENCH:-}" ]; then
-  $VPY -m persistent_topk.bench --out-dir "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -24
+  $VPY -m persistent_topk.bench --out-dir "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -32
 fi
 echo "total: $(( $(date +%s) - start )) s"; grep -E "passed|failed" "$OUT/pytest.log" | tail -1
