@@ -225,15 +225,14 @@ struct WorkState {
   int planned_length;
 };
 
-// Thread 0: the row at `position` of the plan's order (none if position is kNoClaim), its live
-// window and planned length, into the state. A row outside [0, rows) can only come from a plan made
-// for another shape, which the op refuses: trap rather than touch memory out of bounds.
-__device__ __forceinline__ void pick_row(const Params& p, WorkState& s, uint32_t position) {
-  if (position == kNoClaim) {
+// Thread 0: row r (none if -1), its live window and planned length, into the state. A row outside
+// [0, rows) can only come from a plan made for another shape, which the op refuses: trap rather than
+// touch memory out of bounds.
+__device__ __forceinline__ void pick_row(const Params& p, WorkState& s, int r) {
+  if (r < 0) {
     s.row = -1;
     return;
   }
-  const int r = __ldg(p.plan.order + position);
   if (static_cast<uint32_t>(r) >= static_cast<uint32_t>(p.rows)) __trap();
   s.row = r;
   s.window = p.source.window(r);
@@ -280,17 +279,25 @@ __device__ __forceinline__ NextRow next_row(const Params& p, WorkState& s, Team&
   if (phase == kTeamRows) {
     if (threadIdx.x == 0) {
       const uint32_t clusters = gridDim.x / static_cast<uint32_t>(p.team_size);
-      uint32_t position = s.ordinal;  // the cluster's first team row: static
-      if (s.started) {
-        position = kNoClaim;
-        if (s.team_claims) {  // rank 0's claim, received with the last row's counts
-          const uint32_t claim = Team::leader_word();
-          position = clusters + claim;
-          if (team.rank() == 0 && claim == s.team_rows - 1u) p.queue[kTeamCounter] = 0u;  // the last claim
-        }
+      int r = -1;
+      if (!s.started) {
+        // The cluster's first team row: static. The plan's team row count and the row at this
+        // position are read at once (one round trip, not two); clusters <= rows, so the position
+        // is in the order whether or not it holds a team row.
+        const uint32_t team_rows = static_cast<uint32_t>(p.plan.header->team_rows);
+        const int candidate = __ldg(p.plan.order + s.ordinal);
+        s.started = 1;
+        s.team_rows = team_rows;
+        s.solo_rows = static_cast<uint32_t>(p.rows) - team_rows;
+        s.team_claims = team_rows > clusters;
+        if (s.ordinal < team_rows) r = candidate;
+      } else if (s.team_claims) {  // rank 0's claim, received with the last row's counts
+        const uint32_t claim = Team::leader_word();
+        const uint32_t position = clusters + claim;
+        if (team.rank() == 0 && claim == s.team_rows - 1u) p.queue[kTeamCounter] = 0u;  // the last claim
+        if (position < s.team_rows) r = __ldg(p.plan.order + position);
       }
-      s.started = 1;
-      pick_row(p, s, position < s.team_rows ? position : kNoClaim);
+      pick_row(p, s, r);
     }
     __syncthreads();
     if (s.row >= 0) return NextRow{s.row, s.window, s.planned_length};
@@ -303,19 +310,21 @@ __device__ __forceinline__ NextRow next_row(const Params& p, WorkState& s, Team&
     if (threadIdx.x == 0) s.claim = atomicAdd(&p.queue[kSoloCounter], 1u);
   }
   if (threadIdx.x == 0) {
-    uint32_t position = kNoClaim;
+    int r = -1;
     if (p.team_size == 1) {  // plain launch: every position of the order, the first one static
       if (s.ordinal < static_cast<uint32_t>(p.rows)) {
-        position = s.ordinal;
+        // With a CTA for every row, every row starts at once and the order cannot matter: row =
+        // position saves the order's round trip before the row's bounds.
+        r = p.rows <= static_cast<int>(gridDim.x) ? static_cast<int>(s.ordinal) : __ldg(p.plan.order + s.ordinal);
       } else if (s.ordinal == gridDim.x + static_cast<uint32_t>(p.rows) - 1u) {
         p.queue[kSoloCounter] = 0u;  // the last claim
       }
     } else if (s.claim < s.solo_rows) {
-      position = s.team_rows + s.claim;
+      r = __ldg(p.plan.order + s.team_rows + s.claim);
     } else if (s.claim == s.solo_rows + gridDim.x - 1u) {
       p.queue[kSoloCounter] = 0u;  // the last claim
     }
-    pick_row(p, s, position);
+    pick_row(p, s, r);
   }
   __syncthreads();
   return NextRow{s.row, s.window, s.planned_length};
@@ -346,14 +355,12 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
   Team team = team_launch ? Team::of_cluster(p.team_size) : Team::solo();
   team.open();
   WorkPhase phase = team_launch ? kTeamRows : kSoloRows;
-  if (threadIdx.x == 0) {
-    const uint32_t clusters = gridDim.x / static_cast<uint32_t>(p.team_size);
-    const uint32_t team_rows = team_launch ? static_cast<uint32_t>(p.plan.header->team_rows) : 0u;
+  if (threadIdx.x == 0) {  // (team launches read the plan's team row count with their first row)
     state.started = 0;
     state.ordinal = team_launch ? blockIdx.x / static_cast<uint32_t>(p.team_size) : blockIdx.x;
-    state.team_rows = team_rows;
-    state.solo_rows = static_cast<uint32_t>(p.rows) - team_rows;
-    state.team_claims = team_rows > clusters;
+    state.team_rows = 0u;
+    state.solo_rows = static_cast<uint32_t>(p.rows);
+    state.team_claims = 0;
   }
   for (;;) {
     __syncthreads();  // the previous row's shared state is free; `state` is written
