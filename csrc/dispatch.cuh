@@ -50,6 +50,11 @@ struct Policy {
   static constexpr int kMinClusterSize = 2;
   static constexpr int kPortableClusterSize = 8;
   static constexpr int kMaxClusterSize = 16;
+  // Few rows take teams of 8 while the slices leave room behind them for the keys that survive the
+  // first digit (compacted: 4K words, about (k + one bin) / 8 keys and their positions per CTA), else
+  // larger teams: a slice that fills shared memory has no room, and every later pass runs over all of
+  // its keys (one row of 196,608 took 20.9 us on teams of 8, one of 229,376 15.8 us on teams of 16).
+  static constexpr int kFewRowsSliceMaxKeys = 20480;
   // When a batch has no more rows than the grid has clusters of 8, most clusters would idle: every row longer than this is then selected by a whole team.
   static constexpr int kTeamMinFewRows = 4096;
   // Slices start at multiples of this many columns, so each starts 16-byte aligned whenever the row
@@ -60,6 +65,7 @@ struct Policy {
   static_assert(kMaxSortedK * 2 <= kSmemKeys, "the sorted selection fits the keys buffer");
   static_assert(kSoloMaxKeys <= kSmemKeys && kTeamMinFewRows <= kSoloMaxKeys, "a solo row fits the keys buffer");
   static_assert(kMaxClusterSize <= Team::kMaxSize, "a team mailbox holds kMaxSize senders");
+  static_assert(kFewRowsSliceMaxKeys <= kSmemKeys, "a few-row team's slice fits the keys buffer");
 };
 
 struct Params {

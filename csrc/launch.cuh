@@ -72,8 +72,8 @@ cudaError_t resident_limits(ResidentLimits* limits) {
 // The launch's team policy, from the shape and the device only (never the lengths, so a captured
 // graph stays valid for any lengths; the plan kernel is told the same policy):
 //  - few rows (no more than the resident clusters of 8): rows longer than kTeamMinFewRows are team
-//    rows, selected by teams of 8, or of the largest size the device runs when teams of 8 cannot
-//    hold a row as long as the stride in shared memory (a row's latency falls with its slices);
+//    rows, selected by teams of 8, or of the largest size the device runs when slices of 8 would not
+//    leave room for compaction (kFewRowsSliceMaxKeys; a row's latency falls with its slices);
 //  - many rows: rows longer than a solo CTA holds are team rows, with the smallest team size whose
 //    slices hold a row as long as the stride: the most clusters at once. Rows as long as the stride
 //    then take the fewest rounds (fewer clusters of a larger size are resident), and a batch of
@@ -108,7 +108,7 @@ struct TeamPolicy {
     if (rows <= resident.clusters_of(Policy::kPortableClusterSize)) {
       if (stride <= Policy::kTeamMinFewRows) return TeamPolicy{Policy::kTeamMinFewRows, 1};
       const bool eight_hold = TeamSlices::of(static_cast<int>(stride), Policy::kPortableClusterSize,
-                                             Policy::kSliceAlign).slice_len <= Policy::kSmemKeys;
+                                             Policy::kSliceAlign).slice_len <= Policy::kFewRowsSliceMaxKeys;
       return TeamPolicy{Policy::kTeamMinFewRows, eight_hold ? Policy::kPortableClusterSize : largest_size(resident)};
     }
     if (stride <= Policy::kSoloMaxKeys) return TeamPolicy{Policy::kSoloMaxKeys, 1};

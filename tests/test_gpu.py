@@ -158,15 +158,16 @@ def test_every_team_size(rows, stride, gen):
 
 
 def test_launch_team_sizes():
-    """Few rows: teams of 8 for rows past kTeamMinFewRows, larger ones (up to 16) past what 8 hold in
-    shared memory; many rows: no team below a solo row's length, else the smallest team whose slices
+    """Few rows: teams of 8 for rows past kTeamMinFewRows, larger ones (up to 16) where slices of 8 would
+    leave no room to compact; many rows: no team below a solo row's length, else the smallest team whose slices
     hold the stride."""
     kernels = pt._backend.require_cuda_kernels()
     like = torch.empty(1, device="cuda")
     few, eight = kernels.team_min_few_rows, kernels.portable_cluster_size
     assert kernels.launch_team_size(1, few, like) == 1
     assert kernels.launch_team_size(8, few + 16, like) == eight
-    assert kernels.launch_team_size(1, eight * kernels.smem_keys, like) == eight
+    assert kernels.launch_team_size(1, 163_840, like) == eight
+    assert kernels.launch_team_size(1, eight * kernels.smem_keys, like) > eight  # no room left to compact
     assert kernels.launch_team_size(1, 262_144, like) > eight  # Hopper runs clusters of up to 16
     assert kernels.launch_team_size(300, kernels.solo_max_keys, like) == 1
     assert kernels.launch_team_size(300, 2 * kernels.solo_max_keys, like) == 2

@@ -7,8 +7,7 @@ a CUDA-graph replay with the L2 flushed (as the benchmark); "cold+" and "warm+":
 to a graph (L2 flushed) after a trivial kernel, and after a small launch of this kernel that ran
 every path's code, so the cost of fetching cold instructions shows apart from cold data; and a graph
 holding two back-to-back launches (the second runs with warm code and L2).
-PT_TEAM_MIN="-1,4096,16384" (environment) times each library with the team threshold forced to each
-value (-1: the policy's own choice), PT_TEAM_SIZE="0,2,4" with the team size forced (0: the policy's).
+Each launch is a call as the op makes it without a plan (the plan kernel, then the kernel).
 PT_QUICK=1 times only the flushed graph ("flush").
 """
 import os
@@ -25,9 +24,8 @@ from persistent_topk.bench import FLUSH_BYTES, capture_graph, time_graph_us  # n
 K = 2048
 FLUSH = torch.empty(FLUSH_BYTES, dtype=torch.uint8, device="cuda")
 REPS = 40
-TEAM_MINS = [int(t) for t in os.environ.get("PT_TEAM_MIN", "-1").split(",")]
 QUICK = bool(os.environ.get("PT_QUICK"))  # only the flushed graph time and exactness
-TEAM_SIZES = [int(t) for t in os.environ.get("PT_TEAM_SIZE", "0").split(",")]
+QUEUE_BYTES = 256  # the work queue's counters at the workspace's start (csrc/dispatch.cuh WorkspaceLayout)
 
 
 def print_stamps(lib, graph):
@@ -66,21 +64,15 @@ def main():
         if hasattr(lib, "pt_resident") and lib.pt_resident(ctypes.byref(ctas), ctypes.byref(clusters)) == 0:
             print(f"{lib_path.stem}: resident {ctas.value} CTAs, {clusters.value} clusters")
         if hasattr(lib, "pt_resident_clusters"):
-            by_size = (ctypes.c_int * 9)()
-            if lib.pt_resident_clusters(by_size, 9) == 0:
-                print("  resident clusters by size: " + " ".join(f"{s}:{by_size[s]}" for s in range(2, 9)))
+            by_size = (ctypes.c_int * 17)()
+            if lib.pt_resident_clusters(by_size, 17) == 0:
+                print("  resident clusters by size: " + " ".join(f"{s}:{by_size[s]}" for s in range(2, 17)))
         lib.pt_workspace_bytes.restype = ctypes.c_int64
         lib.pt_workspace_bytes.argtypes = [ctypes.c_int64, ctypes.c_int64]
         lib.pt_launch.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
-                                  ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
-        for team_size, team_min, (case_name, logits, lengths, want) in [
-                (z, t, d) for z in TEAM_SIZES for t in TEAM_MINS for d in data]:
-            if hasattr(lib, "pt_force_team_size"):
-                lib.pt_force_team_size(team_size)
-            elif team_size:
-                continue
-            name = (lib_path.stem[len("libpt_"):] + ("" if team_min < 0 else f"@{team_min}") +
-                    ("" if team_size == 0 else f"#{team_size}"))
+                                  ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        for case_name, logits, lengths, want in data:
+            name = lib_path.stem[len("libpt_"):]
             rows, stride = logits.shape
             ws = torch.zeros(lib.pt_workspace_bytes(rows, stride), dtype=torch.uint8, device="cuda")
             out = torch.empty((rows, K), dtype=torch.int32, device="cuda")
@@ -89,19 +81,19 @@ def main():
 
             def launch():
                 rc = lib.pt_launch(logits.data_ptr(), logits.stride(0), rows, stride, lengths.data_ptr(), K,
-                                   out.data_ptr(), ws.data_ptr(), team_min, torch.cuda.current_stream().cuda_stream)
+                                   out.data_ptr(), ws.data_ptr(), torch.cuda.current_stream().cuda_stream)
                 assert rc == 0, rc
 
             def warm_up():
                 rc = lib.pt_launch(warm_logits.data_ptr(), warm_logits.stride(0), 9, 131072, warm_lengths.data_ptr(), K,
-                                   warm_out.data_ptr(), warm_ws.data_ptr(), -1, torch.cuda.current_stream().cuda_stream)
+                                   warm_out.data_ptr(), warm_ws.data_ptr(), torch.cuda.current_stream().cuda_stream)
                 assert rc == 0, rc
 
             one = capture_graph(launch)
             out.fill_(-7)
             one.replay()
             # Exact, and the workspace's counters back at zero (they reset themselves).
-            exact = torch.equal(out.cpu(), want) and not bool(ws.any())
+            exact = torch.equal(out.cpu(), want) and not bool(ws[:QUEUE_BYTES].any())
             if QUICK:
                 print(f"{name:14s} {case_name:26s} {time_graph_us(one, REPS, FLUSH):8.2f}  {exact}", flush=True)
                 if os.environ.get("PT_STAMPS"):
