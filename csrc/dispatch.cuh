@@ -30,42 +30,36 @@ struct Policy {
   static constexpr int kThreads = 512;
   static constexpr int kMinBlocksPerSM = 2;
   // Keys a CTA holds in shared memory: 24K x 4 B = 96 KB; with ~17 KB of histogram, team mailbox and
-  // state two CTAs fit in Hopper's 228 KB per SM. Holds a solo row or a team row's slice, and behind it the keys that
-  // survive the first digit (compacted).
+  // state two CTAs fit in Hopper's 228 KB per SM. Holds a solo row or a team row's slice, and behind
+  // it the keys that survive the first digit (compacted).
   static constexpr int kSmemKeys = 24576;
-  // Rows up to this long may be selected by one CTA alone: 16K leaves 8K words behind the row for its
-  // compacted keys (about k plus one histogram bin).
-  static constexpr int kSoloMaxKeys = 16384;
+  // The path choice's lengths (plan.cuh): solo rows, rows never split, team slices.
+  static constexpr int kSoloMaxKeys = PathPolicy::kSoloMaxKeys;
+  static constexpr int kTeamMinLength = PathPolicy::kTeamMinLength;
+  static constexpr int kTeamSliceKeys = PathPolicy::kTeamSliceKeys;
   // Slices longer than this (a solo row is a slice; decided per team, so that a team's CTAs run the
   // same passes) compact the keys that survive the first digit before the later passes. On shorter
   // ones the list would hold much of the slice (k = 2048 of 4K keys) and the compaction pass costs
   // more than it saves (docs/perf-notes.md).
   static constexpr int kCompactMinKeys = 6144;
-  // CTAs per thread-block cluster, i.e. per team row, chosen per launch from the shape (launch.cuh):
-  // batches with few rows take a team of 8 (a row's latency falls with its slices); batches with many
-  // rows the smallest whose slices hold a row as long as the stride (the most clusters at once). 8 is
-  // the portable cluster size and covers rows up to 8 x kSmemKeys = 192K columns in shared memory;
-  // strides past that (DeepSeek-V4's 262,144 compressed slots) take non-portable clusters of up to 16
-  // (Hopper allows them; 16 x kSmemKeys = 384K columns), where the device has them.
+  // CTAs per thread-block cluster, chosen per launch from the shape (launch.cuh); the plan sizes each
+  // team row's team within it (a cluster or a half, quarter... of one). 8 is the portable cluster
+  // size; Hopper also runs non-portable clusters of up to 16 (16 x kTeamSliceKeys = 320K columns).
   static constexpr int kMinClusterSize = 2;
   static constexpr int kPortableClusterSize = 8;
   static constexpr int kMaxClusterSize = 16;
-  // Few rows take teams of 8 while the slices leave room behind them for the keys that survive the
-  // first digit (compacted: 4K words, about (k + one bin) / 8 keys and their positions per CTA), else
-  // larger teams: a slice that fills shared memory has no room, and every later pass runs over all of
-  // its keys (one row of 196,608 took 20.9 us on teams of 8, one of 229,376 15.8 us on teams of 16).
-  static constexpr int kFewRowsSliceMaxKeys = 20480;
-  // When a batch has no more rows than the grid has clusters of 8, most clusters would idle: every row longer than this is then selected by a whole team.
-  static constexpr int kTeamMinFewRows = 4096;
   // Slices start at multiples of this many columns, so each starts 16-byte aligned whenever the row
   // does (16 covers 4-byte and 2-byte logits).
   static constexpr int kSliceAlign = 16;
   // sorted=True sorts the selection in the keys buffer as 64-bit words, padded to a power of two.
   static constexpr int kMaxSortedK = 8192;
   static_assert(kMaxSortedK * 2 <= kSmemKeys, "the sorted selection fits the keys buffer");
-  static_assert(kSoloMaxKeys <= kSmemKeys && kTeamMinFewRows <= kSoloMaxKeys, "a solo row fits the keys buffer");
+  static_assert(kSoloMaxKeys <= kSmemKeys && kTeamMinLength <= kSoloMaxKeys, "a solo row fits the keys buffer");
   static_assert(kMaxClusterSize <= Team::kMaxSize, "a team mailbox holds kMaxSize senders");
-  static_assert(kFewRowsSliceMaxKeys <= kSmemKeys, "a few-row team's slice fits the keys buffer");
+  // A row sized for slices of kTeamSliceKeys may sit among longer rows of its length class (a quarter
+  // octave, plan.cuh) sized for twice as many CTAs, and be taken by a team of its own size: its slices
+  // must still fit shared memory.
+  static_assert(kTeamSliceKeys * 1.19 <= kSmemKeys, "a team row of the next length class fits its team");
 };
 
 struct Params {
@@ -80,16 +74,18 @@ struct Params {
   int page_size;
   int32_t* out;
   void* values;  // null unless values are wanted
-  // Rows longer than this are team rows (plan_row), selected by teams of team_size CTAs (the
-  // launch's cluster size); both chosen on the host from the shape alone (launch.cuh).
-  int team_min_length;
-  int team_size;
+  // CTAs per cluster (1: a plain launch), chosen on the host from the shape alone (launch.cuh); team
+  // rows are those the plan lists as such, each with its team's size.
+  int cluster_size;
   PlanView plan;    // made for this shape (the op checks rows, stride and k); the kernel sets its status
   uint32_t* queue;  // the work queue's counters (QueueCounter) in the workspace; 0 between launches
 };
 
-__device__ __forceinline__ RowPath plan_row(const Params& p, int n) {
-  return plan_row(n, p.k, p.by_value != 0, p.team_min_length, p.team_size);
+// The path of a row from its live length: a row the plan lists as a team row stays one unless its live
+// length is too short to split (a stale plan), and no other row becomes one.
+__device__ __forceinline__ RowPath row_path(const Params& p, int n, bool team_listed) {
+  if (n <= p.k && p.by_value == 0) return RowPath::kShort;
+  return team_listed && n > Policy::kTeamMinLength ? RowPath::kTeam : RowPath::kSolo;
 }
 
 // The workspace: the work queue's counters, then the plan an op makes for itself when it is given
@@ -191,22 +187,26 @@ __device__ __forceinline__ void write_short_row(const Params& p, int r, const Ro
 // recorded once they are in, so their round trip hides behind the loads.
 //
 // Team launches (clusters) hand out rows in two phases:
-//  - team rows (order[0, team_rows)): cluster c starts on team row c, then takes clusters + (its rank
-//    0's claims on the team counter), one claim during each team row's load, which the team's CTAs
-//    receive with the row's last exchange (Team::set_leader_word). A cluster with a long row thus
-//    never holds a second one that an idle cluster could take;
-//  - every other row by one CTA, each taken from the solo counter: CTAs whose cluster had no team row
+//  - team rows (order[0, team_rows)), each to a team of the size the plan gives it. Cluster c starts
+//    as one team on team row c; a team given a row for fewer CTAs than it has splits by halving: its
+//    first half (quarter...) takes the row, and each other part becomes a team of its own that claims
+//    the next row at once. Team sizes fall along the order, so a later row never wants more CTAs
+//    than the team that takes it (a stale plan's row may: its team takes it, exact and slower). Then a
+//    team takes clusters + (its rank 0's claims on the team counter), one claim during each team
+//    row's load, which the team's CTAs receive with the row's last exchange (Team::set_leader_word).
+//    A team with a long row thus never holds a second one that an idle team could take. With no more
+//    team rows than clusters, the static rows are all of them and no team claims;
+//  - every other row by one CTA, each taken from the solo counter: CTAs whose team had no team row
 //    start at once, the others join as their team rows finish.
 // Plain launches (no team rows possible) start every CTA on position blockIdx.x without touching the
 // queue, and hand out positions gridDim.x and up.
 //
 // The counters reset themselves: a launch's claims on each are counted in advance, so the CTA whose
 // claim has the last value knows that nothing touches that counter again and writes 0.
-//  - team counter: one claim per team row selected, T claims for T team rows (claims past the last
-//    position fail); none at all when there are no more team rows than clusters (each cluster's first,
-//    static position covers them all);
 //  - solo counter in team launches: every CTA claims until a claim fails, S + grid claims for S rows
-//    (none when S = 0);
+//    (none when S = 0 and no team claims). Every CTA's first solo claim follows its last team claim,
+//    so the last solo claim also resets the team counter, whose claims (splits make their number
+//    depend on timing) cannot be counted in advance;
 //  - solo counter in plain launches: every CTA claims one position past each row it visits, `rows`
 //    claims, and none at all when the grid has a CTA for every row.
 enum QueueCounter : int { kSoloCounter = 0, kTeamCounter = 1 };
@@ -225,8 +225,10 @@ struct WorkState {
   int team_claims;      // team rows are claimed (more team rows than clusters)
   uint32_t team_rows;   // from the plan
   uint32_t solo_rows;
-  // The row picked next (-1: none), its live window and its length in the plan.
+  // The row picked next (-1: none), its team's size in the plan, its live window and its length in
+  // the plan.
   int row;
+  int planned_team_size;
   RowWindow window;
   int planned_length;
 };
@@ -255,7 +257,7 @@ struct NextRowClaim {
   __device__ __forceinline__ void issue(const Params& p, WorkPhase phase, const WorkState& s, const Team& team) {
     if (phase == kTeamRows) {
       if (team.rank() == 0 && s.team_claims) answer = atomicAdd(&p.queue[kTeamCounter], 1u);
-    } else if (p.team_size > 1) {
+    } else if (p.cluster_size > 1) {
       answer = atomicAdd(&p.queue[kSoloCounter], 1u);
     } else if (gridDim.x < static_cast<uint32_t>(p.rows)) {
       answer = gridDim.x + atomicAdd(&p.queue[kSoloCounter], 1u);
@@ -264,7 +266,7 @@ struct NextRowClaim {
   __device__ __forceinline__ void record(const Params& p, WorkPhase phase, WorkState& s, const Team& team) const {
     if (phase == kTeamRows) {
       if (team.rank() == 0) Team::set_leader_word(answer);
-    } else if (p.team_size > 1) {
+    } else if (p.cluster_size > 1) {
       s.claim = answer;
     } else {
       s.ordinal = answer;  // plain launches: the next position
@@ -279,56 +281,80 @@ struct NextRow {
   int planned_length;
 };
 
-// Block-wide: the row this CTA selects next, or -1 when it is done (see the work queue above). Leaves
-// the team (team becomes solo, phase kSoloRows) when the team rows run out.
+// Thread 0, team phase: the team's next team row (-1: none) into the state, with its team's size.
+__device__ __forceinline__ void pick_team_row(const Params& p, WorkState& s) {
+  const uint32_t clusters = gridDim.x / static_cast<uint32_t>(p.cluster_size);
+  int32_t entry = -1;
+  if (!s.started) {
+    // The cluster's first team row: static. The plan's team row count and the entry at this position
+    // are read at once (one round trip, not two); clusters <= rows, so the position is in the order
+    // whether or not it holds a team row.
+    const uint32_t team_rows = static_cast<uint32_t>(p.plan.header->team_rows);
+    const int32_t candidate = __ldg(p.plan.order + s.ordinal);
+    s.started = 1;
+    s.team_rows = team_rows;
+    s.solo_rows = static_cast<uint32_t>(p.rows) - team_rows;
+    s.team_claims = team_rows > clusters;
+    if (s.ordinal < team_rows) entry = candidate;
+  } else if (s.team_claims) {  // rank 0's claim, received with the last row's counts
+    const uint32_t position = clusters + Team::leader_word();
+    if (position < s.team_rows) entry = __ldg(p.plan.order + position);
+  }
+  s.planned_team_size = entry < 0 ? 0 : OrderEntry::team_size(entry);
+  pick_row(p, s, entry < 0 ? -1 : OrderEntry::row(entry));
+}
+
+// Block-wide: the row this CTA selects next, or -1 when it is done (see the work queue above). In the
+// team phase, splits the team when its row wants fewer CTAs; leaves the team (team becomes solo,
+// phase kSoloRows) when the team rows run out.
 __device__ __forceinline__ NextRow next_row(const Params& p, WorkState& s, Team& team, WorkPhase& phase) {
   if (phase == kTeamRows) {
-    if (threadIdx.x == 0) {
-      const uint32_t clusters = gridDim.x / static_cast<uint32_t>(p.team_size);
-      int r = -1;
-      if (!s.started) {
-        // The cluster's first team row: static. The plan's team row count and the row at this
-        // position are read at once (one round trip, not two); clusters <= rows, so the position
-        // is in the order whether or not it holds a team row.
-        const uint32_t team_rows = static_cast<uint32_t>(p.plan.header->team_rows);
-        const int candidate = __ldg(p.plan.order + s.ordinal);
-        s.started = 1;
-        s.team_rows = team_rows;
-        s.solo_rows = static_cast<uint32_t>(p.rows) - team_rows;
-        s.team_claims = team_rows > clusters;
-        if (s.ordinal < team_rows) r = candidate;
-      } else if (s.team_claims) {  // rank 0's claim, received with the last row's counts
-        const uint32_t claim = Team::leader_word();
-        const uint32_t position = clusters + claim;
-        if (team.rank() == 0 && claim == s.team_rows - 1u) p.queue[kTeamCounter] = 0u;  // the last claim
-        if (position < s.team_rows) r = __ldg(p.plan.order + position);
+    for (;;) {
+      if (threadIdx.x == 0) pick_team_row(p, s);
+      __syncthreads();
+      if (s.row < 0) break;
+      // The part of the team that takes the row: halves while they hold the CTAs the row wants.
+      int taking = team.size;
+      while ((taking & 1) == 0 && taking / 2 >= 2 && taking / 2 >= s.planned_team_size) taking /= 2;
+      const int rank = team.rank();
+      if (rank < taking) {
+        team = team.part(taking);
+        return NextRow{s.row, s.window, s.planned_length};
       }
-      pick_row(p, s, r);
+      // The other parts, [taking, 2 taking), [2 taking, 4 taking), ...: teams without a row, which
+      // claim one now (with no team claims, every team row had a static start: none is left).
+      int part = taking;
+      while (rank >= 2 * part) part *= 2;
+      team = team.part(part);  // ranks [part, 2 part) of this team: a multiple of part in the cluster
+      if (!s.team_claims) break;
+      __syncthreads();  // every thread has read the state
+      if (threadIdx.x == 0 && team.rank() == 0) Team::set_leader_word(atomicAdd(&p.queue[kTeamCounter], 1u));
+      team.lower_ranks_total(0u, 0u);  // hands the team its rank 0's claim
     }
-    __syncthreads();
-    if (s.row >= 0) return NextRow{s.row, s.window, s.planned_length};
     // The team rows are all taken: on alone.
     team.close();
     team = Team::solo();
     phase = kSoloRows;
-    if (s.solo_rows == 0u) return NextRow{-1, RowWindow{0, 0}, 0};
+    if (s.solo_rows == 0u && !s.team_claims) return NextRow{-1, RowWindow{0, 0}, 0};
     __syncthreads();  // every thread has read the state
     if (threadIdx.x == 0) s.claim = atomicAdd(&p.queue[kSoloCounter], 1u);
   }
   if (threadIdx.x == 0) {
     int r = -1;
-    if (p.team_size == 1) {  // plain launch: every position of the order, the first one static
+    if (p.cluster_size == 1) {  // plain launch: every position of the order, the first one static
       if (s.ordinal < static_cast<uint32_t>(p.rows)) {
         // With a CTA for every row, every row starts at once and the order cannot matter: row =
         // position saves the order's round trip before the row's bounds.
-        r = p.rows <= static_cast<int>(gridDim.x) ? static_cast<int>(s.ordinal) : __ldg(p.plan.order + s.ordinal);
+        r = p.rows <= static_cast<int>(gridDim.x) ? static_cast<int>(s.ordinal)
+                                                  : OrderEntry::row(__ldg(p.plan.order + s.ordinal));
       } else if (s.ordinal == gridDim.x + static_cast<uint32_t>(p.rows) - 1u) {
         p.queue[kSoloCounter] = 0u;  // the last claim
       }
     } else if (s.claim < s.solo_rows) {
-      r = __ldg(p.plan.order + s.team_rows + s.claim);
-    } else if (s.claim == s.solo_rows + gridDim.x - 1u) {
-      p.queue[kSoloCounter] = 0u;  // the last claim
+      r = OrderEntry::row(__ldg(p.plan.order + s.team_rows + s.claim));
+    } else if (s.claim == s.solo_rows + gridDim.x - 1u) {  // the last claim on either counter
+      p.queue[kSoloCounter] = 0u;
+      if (s.team_claims) p.queue[kTeamCounter] = 0u;
     }
     pick_row(p, s, r);
   }
@@ -355,15 +381,15 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
   __shared__ WorkState state;
 
   // One loop over the rows the queue hands this CTA, team rows first (one copy of the selection code,
-  // which keeps it free of register spills). The launch sets team_size to 1 unless it is of clusters.
+  // which keeps it free of register spills). The launch sets cluster_size to 1 unless it is of clusters.
   PERSISTENT_TOPK_STAMP(0);
-  const bool team_launch = p.team_size > 1;
-  Team team = team_launch ? Team::of_cluster(p.team_size) : Team::solo();
+  const bool team_launch = p.cluster_size > 1;
+  Team team = team_launch ? Team::of_cluster(p.cluster_size) : Team::solo();
   team.open();
   WorkPhase phase = team_launch ? kTeamRows : kSoloRows;
   if (threadIdx.x == 0) {  // (team launches read the plan's team row count with their first row)
     state.started = 0;
-    state.ordinal = team_launch ? blockIdx.x / static_cast<uint32_t>(p.team_size) : blockIdx.x;
+    state.ordinal = team_launch ? blockIdx.x / static_cast<uint32_t>(p.cluster_size) : blockIdx.x;
     state.team_rows = 0u;
     state.solo_rows = static_cast<uint32_t>(p.rows);
     state.team_claims = 0;
@@ -380,7 +406,7 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
       if (team.rank() == 0) check_planned_length(p, next);
     }
     auto record_claim = [&]() { claim.record(p, phase, state, team); };
-    const RowPath path = plan_row(p, w.n);
+    const RowPath path = row_path(p, w.n, phase == kTeamRows);
     const bool team_row = phase == kTeamRows && path == RowPath::kTeam;
     if (phase == kTeamRows && !team_row) {
       // A team row by the plan that its live length gives to one CTA (a stale plan): the team's CTAs

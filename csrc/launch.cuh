@@ -69,78 +69,69 @@ cudaError_t resident_limits(ResidentLimits* limits) {
   return status;
 }
 
-// The launch's team policy, from the shape and the device only (never the lengths, so a captured
-// graph stays valid for any lengths; the plan kernel is told the same policy):
-//  - few rows (no more than the resident clusters of 8): rows longer than kTeamMinFewRows are team
-//    rows, selected by teams of 8, or of the largest size the device runs when slices of 8 would not
-//    leave room for compaction (kFewRowsSliceMaxKeys; a row's latency falls with its slices);
-//  - many rows: rows longer than a solo CTA holds are team rows, with the smallest team size whose
-//    slices hold a row as long as the stride: the most clusters at once. Rows as long as the stride
-//    then take the fewest rounds (fewer clusters of a larger size are resident), and a batch of
-//    shorter rows (a decode batch's stride is its longest row) has the most clusters for its team rows
-//    and the most CTAs left for the rest: 64 rows of 1K..128K take 22.2 us on teams of 6 against 24.7
-//    on teams of 7, which a model of full-length rows preferred (docs/perf-notes.md, session 6).
-struct TeamPolicy {
-  int team_min_length;
-  int team_size;  // 1: no row can be a team row (plain launch)
+// The launch's shape, from (rows, stride) and the device only (never the lengths, so a captured graph
+// stays valid for any lengths; the plan kernel is told the same shape and sizes every team row's team
+// within a cluster from the live lengths):
+//  - few rows (no more than the resident clusters of 8): rows longer than kTeamMinLength may be team
+//    rows; clusters of 8, or of 16 where the device runs them and slices of 8 would not leave room
+//    for compaction (kTeamSliceKeys);
+//  - many rows: rows longer than a solo CTA holds are team rows; clusters of the smallest size
+//    (among kClusterSizes) whose slices hold a row as long as the stride in shared memory: the most
+//    clusters at once, and rows as long as the stride in the fewest rounds.
+//  - either way a plain launch (no cluster) where the stride leaves no row long enough to split.
+// The grid: min(resident clusters, rows) clusters, else min(resident CTAs, rows) plain CTAs, spread
+// by the hardware over all SMs; a larger grid would only start CTAs with nothing to do.
+struct LaunchShape {
+  int cluster_size;  // 1: a plain launch
+  int units;         // clusters (or plain CTAs) in the grid
+  __host__ int ctas() const { return units * cluster_size; }
 
-  // The smallest size from `from` whose slices hold `stride` columns in shared memory, among the sizes
-  // the device runs; else the largest it runs.
-  __host__ static int size_holding(int64_t stride, int from, const ResidentLimits& resident) {
-    int largest = from;
-    for (int size = from; size <= Policy::kMaxClusterSize; ++size) {
-      if (resident.clusters_of(size) < 1) continue;
-      largest = size;
+  // Cluster sizes the launch takes: a cluster splits into teams by halving (plan.cuh), so sizes of the
+  // form 2^a and 3 x 2^a give rows of every length a team near their size (12 is left out: 16 gives
+  // a row of 262,144 room to compact).
+  static constexpr int kClusterSizes[] = {2, 3, 4, 6, 8, 16};
+
+  __host__ static int cluster_size_of(int64_t rows, int64_t stride, const ResidentLimits& resident) {
+    const bool few = rows <= resident.clusters_of(Policy::kPortableClusterSize);
+    if (stride <= (few ? Policy::kTeamMinLength : Policy::kSoloMaxKeys)) return 1;
+    const int largest = resident.clusters_of(Policy::kMaxClusterSize) >= 1 ? Policy::kMaxClusterSize
+                                                                            : Policy::kPortableClusterSize;
+    if (few) {
+      const int slice = TeamSlices::of(static_cast<int>(stride), Policy::kPortableClusterSize, Policy::kSliceAlign).slice_len;
+      return slice <= Policy::kTeamSliceKeys ? Policy::kPortableClusterSize : largest;
+    }
+    for (int size : kClusterSizes) {
+      if (size > largest || resident.clusters_of(size) < 1) continue;
       if (TeamSlices::of(static_cast<int>(stride), size, Policy::kSliceAlign).slice_len <= Policy::kSmemKeys) {
         return size;
       }
     }
     return largest;
   }
-  __host__ static int largest_size(const ResidentLimits& resident) {
-    int largest = Policy::kPortableClusterSize;
-    for (int size = largest + 1; size <= Policy::kMaxClusterSize; ++size) {
-      if (resident.clusters_of(size) >= 1) largest = size;
-    }
-    return largest;
-  }
-  __host__ static TeamPolicy of(int64_t rows, int64_t stride, const ResidentLimits& resident) {
-    if (rows <= resident.clusters_of(Policy::kPortableClusterSize)) {
-      if (stride <= Policy::kTeamMinFewRows) return TeamPolicy{Policy::kTeamMinFewRows, 1};
-      const bool eight_hold = TeamSlices::of(static_cast<int>(stride), Policy::kPortableClusterSize,
-                                             Policy::kSliceAlign).slice_len <= Policy::kFewRowsSliceMaxKeys;
-      return TeamPolicy{Policy::kTeamMinFewRows, eight_hold ? Policy::kPortableClusterSize : largest_size(resident)};
-    }
-    if (stride <= Policy::kSoloMaxKeys) return TeamPolicy{Policy::kSoloMaxKeys, 1};
-    return TeamPolicy{Policy::kSoloMaxKeys, size_holding(stride, Policy::kMinClusterSize, resident)};
+  __host__ static LaunchShape of(int64_t rows, int64_t stride, const ResidentLimits& resident) {
+    const int size = cluster_size_of(rows, stride, resident);
+    const int64_t most = size > 1 ? resident.clusters_of(size) : resident.ctas;
+    return LaunchShape{size, static_cast<int>(rows < most ? rows : most)};
   }
 };
 
 // The plan for `source`'s rows (PlanParams::plan must point at PlanLayout::bytes(rows)), made for the
-// launch policy of this shape: one small kernel, capturable, no host sync.
+// launch of this shape: one small kernel, capturable, no host sync.
 inline cudaError_t launch_make_plan(PlanParams q, const ResidentLimits& resident, cudaStream_t stream) {
-  const TeamPolicy policy = TeamPolicy::of(q.rows, q.source.stride, resident);
-  q.team_min_length = policy.team_min_length;
-  q.team_size = policy.team_size;
+  const LaunchShape shape = LaunchShape::of(q.rows, q.source.stride, resident);
+  q.cluster_size = shape.cluster_size;
+  q.capacity = shape.ctas();
   make_plan_kernel<<<1, kPlanThreads, 0, stream>>>(q);
   return cudaGetLastError();
 }
 
-// Launch for `p` (p.team_min_length and p.team_size are set here; p.plan must hold a plan made for
-// this shape): min(resident clusters, rows) clusters when rows can be team rows, else min(resident
-// CTAs, rows) plain CTAs, spread by the hardware over all SMs; a larger grid would only start CTAs
-// with nothing to do.
+// Launch for `p` (p.cluster_size is set here; p.plan must hold a plan made for this shape).
 template <typename T>
 cudaError_t launch_persistent_topk(Params p, const ResidentLimits& resident, cudaStream_t stream) {
-  const TeamPolicy policy = TeamPolicy::of(p.rows, p.source.stride, resident);
-  p.team_min_length = policy.team_min_length;
-  p.team_size = policy.team_size;
-  const bool clustered = p.team_size > 1;
-  const int64_t most = clustered ? resident.clusters_of(p.team_size) : resident.ctas;
-  const int units = static_cast<int>(p.rows < most ? p.rows : most);
+  const LaunchShape shape = LaunchShape::of(p.rows, p.source.stride, resident);
+  p.cluster_size = shape.cluster_size;
   cudaLaunchAttribute cluster_dims;
-  const cudaLaunchConfig_t config =
-      launch_config<T>(clustered ? units * p.team_size : units, p.team_size, stream, &cluster_dims);
+  const cudaLaunchConfig_t config = launch_config<T>(shape.ctas(), shape.cluster_size, stream, &cluster_dims);
   return cudaLaunchKernelEx(&config, persistent_topk_kernel<T>, p);
 }
 

@@ -48,12 +48,12 @@ int64_t launch_grid(const at::Tensor& logits) {
   return static_cast<int64_t>(limits.clusters_of(Policy::kPortableClusterSize)) * Policy::kPortableClusterSize;
 }
 
-// The CTAs per team row of a launch of this shape on like's device (1: a plain launch). The launch
-// policy of every dtype is the float32 kernel's (the three compile to the same resources), so that one
+// The CTAs per cluster of a launch of this shape on like's device (1: a plain launch). The launch
+// shape of every dtype is the float32 kernel's (the three compile to the same resources), so that one
 // plan serves them all.
-int64_t launch_team_size(int64_t rows, int64_t stride, const at::Tensor& like) {
+int64_t launch_cluster_size(int64_t rows, int64_t stride, const at::Tensor& like) {
   const c10::cuda::CUDAGuard guard(like.device());
-  return TeamPolicy::of(rows, stride, limits_for_device<float>(like.get_device())).team_size;
+  return LaunchShape::of(rows, stride, limits_for_device<float>(like.get_device())).cluster_size;
 }
 
 RowSource row_source(const at::Tensor& bounds, const c10::optional<at::Tensor>& row_starts, int64_t window_mode,
@@ -97,7 +97,8 @@ void launch_plan(const RowSource& source, int64_t rows, int64_t k, void* plan, i
 // least plan_bytes(rows)). One kernel on the current stream; no host sync.
 void make_plan(const at::Tensor& bounds, const c10::optional<at::Tensor>& row_starts, int64_t window_mode,
                int64_t next_n, int64_t rows, int64_t stride, int64_t k, at::Tensor& plan) {
-  TORCH_CHECK(rows >= 1 && rows < INT_MAX && stride >= 0 && stride < INT_MAX, "rows / stride: out of range");
+  TORCH_CHECK(rows >= 1 && rows <= OrderEntry::kMaxRows && stride >= 0 && stride < INT_MAX,
+              "rows / stride: out of range (at most ", OrderEntry::kMaxRows, " rows)");
   TORCH_CHECK(k >= 1 && k < INT_MAX, "k: out of range");
   check_windows(bounds, row_starts, window_mode, next_n, rows);
   TORCH_CHECK(plan.is_cuda() && plan.scalar_type() == at::kByte && plan.is_contiguous() &&
@@ -119,7 +120,8 @@ void select_rows(const at::Tensor& logits, const at::Tensor& bounds, const c10::
                  int64_t workspace_k) {
   TORCH_CHECK(logits.is_cuda() && logits.dim() == 2, "logits: expected a 2-D CUDA tensor");
   TORCH_CHECK(logits.size(1) <= 1 || logits.stride(1) == 1, "logits: the last dimension must be contiguous");
-  TORCH_CHECK(logits.size(0) < INT_MAX && logits.size(1) < INT_MAX, "logits: rows and stride must fit in int32");
+  TORCH_CHECK(logits.size(0) <= OrderEntry::kMaxRows && logits.size(1) < INT_MAX,
+              "logits: at most ", OrderEntry::kMaxRows, " rows and 2^31 - 1 columns");
   TORCH_CHECK(k >= 1 && k < INT_MAX, "k: out of range");
   TORCH_CHECK(!by_value || k <= Policy::kMaxSortedK, "k: sorted=True supports k <= ", Policy::kMaxSortedK,
               " on CUDA, got ", k);
@@ -183,8 +185,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "persistent_topk CUDA kernels (see persistent_topk/ops.py for the public API)";
   m.def("workspace_bytes", &persistent_topk::workspace_bytes, "Workspace bytes for (rows, stride, k)");
   m.def("launch_grid", &persistent_topk::launch_grid, "CTAs of the largest (clustered) persistent grid for logits' device and dtype");
-  m.def("launch_team_size", &persistent_topk::launch_team_size,
-        "CTAs per team row of a launch of (rows, stride) on logits' device (1: no team rows)");
+  m.def("launch_cluster_size", &persistent_topk::launch_cluster_size,
+        "CTAs per cluster of a launch of (rows, stride) on logits' device (1: a plain launch, no team rows)");
   m.def("plan_bytes", &persistent_topk::plan_bytes, "Plan buffer bytes for rows");
   m.def("make_plan", &persistent_topk::make_plan, "Launch the plan kernel into a plan buffer");
   m.def("select_rows", &persistent_topk::select_rows,
@@ -192,7 +194,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("max_sorted_k") = persistent_topk::Policy::kMaxSortedK;
   m.attr("smem_keys") = persistent_topk::Policy::kSmemKeys;
   m.attr("solo_max_keys") = persistent_topk::Policy::kSoloMaxKeys;
-  m.attr("team_min_few_rows") = persistent_topk::Policy::kTeamMinFewRows;
+  m.attr("team_min_length") = persistent_topk::Policy::kTeamMinLength;
+  m.attr("team_slice_keys") = persistent_topk::Policy::kTeamSliceKeys;
   m.attr("max_cluster_size") = persistent_topk::Policy::kMaxClusterSize;
   m.attr("portable_cluster_size") = persistent_topk::Policy::kPortableClusterSize;
   m.attr("plan_stale") = persistent_topk::kPlanStale;

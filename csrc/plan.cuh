@@ -3,11 +3,11 @@
 //
 // It holds, in one int32 buffer: a header (the shape and launch policy it was made for, and the
 // status word the kernel sets to STALE), each row's planned length, and the order in which the
-// kernel hands rows out: the team rows (selected by a cluster's CTAs together) longest first, then
-// every other row longest first (short rows, which need no selection, last). Longest first (LPT)
-// keeps the long rows off the end of the launch, where they would run with the grid idle beside
-// them. The plan only orders work: every path decision is made again from the live length, so a
-// stale plan still gives the exact answer, just possibly in a slower order.
+// kernel hands rows out: the team rows (each selected by a team of its own size, a cluster or a part
+// of one) longest first, then every other row longest first (short rows, which need no selection,
+// last). Longest first (LPT) keeps the long rows off the end of the launch, where they would run with
+// the grid idle beside them. The plan only orders and sizes work: every path decision is made again
+// from the live length, so a stale plan still gives the exact answer, just possibly more slowly.
 #pragma once
 #include <cstdint>
 
@@ -52,15 +52,50 @@ struct RowSource {
 
 enum class RowPath { kShort, kSolo, kTeam };
 
-// The per-row path choice, a pure function of the row's own length and the launch's constants, made
-// on the device for every row from its live length (a captured graph serves any lengths):
-//   short: n <= k, the answer is 0..n-1 (no logit read);
-//   solo:  one CTA (its shared memory when the row fits, else passes over global memory);
-//   team:  the CTAs of one cluster, one slice of the row each.
-__host__ __device__ inline RowPath plan_row(int n, int k, bool by_value, int team_min_length, int team_size) {
-  if (n <= k && !by_value) return RowPath::kShort;
-  if (team_size > 1 && n > team_min_length) return RowPath::kTeam;
-  return RowPath::kSolo;
+// The constants of the path choice, shared by the plan kernel and the persistent kernel.
+struct PathPolicy {
+  // Rows up to this long may be selected by one CTA alone: 16K leaves 8K words of its shared memory
+  // (24K keys) behind the row for its compacted keys (about k plus one histogram bin).
+  static constexpr int kSoloMaxKeys = 16384;
+  // Rows up to this long are never split: a team's exchanges cost more than the slices save.
+  static constexpr int kTeamMinLength = 4096;
+  // A team row is cut into slices of at most this many keys where its cluster allows: 4K words stay
+  // free behind each slice for the keys that survive the first digit (compaction); a slice that fills
+  // shared memory has no room, and every later pass runs over all its keys (one row of 196,608 took
+  // 20.9 us on teams of 8, one of 229,376 15.8 us on teams of 16).
+  static constexpr int kTeamSliceKeys = 20480;
+  // The plan doubles every team while the grid still holds all of them at once (up to this many
+  // doublings): a row's latency falls with its slices.
+  static constexpr int kMaxWidenings = 4;
+};
+
+// The team sizes a cluster of `cluster_size` CTAs can give a row: its own size and its halves while
+// they are even (16: 16, 8, 4, 2; 6: 6, 3), so that a cluster splits into teams by halving
+// (dispatch.cuh). The smallest of them with at least `want` CTAs (the cluster's size if none has),
+// never below 2.
+__host__ __device__ inline int team_size_for(int want, int cluster_size) {
+  int size = cluster_size;
+  while ((size & 1) == 0 && size / 2 >= 2 && size / 2 >= want) size /= 2;
+  return size;
+}
+
+// How many CTAs a row of n columns wants before the plan widens its team: 0 for a row that is never
+// split (short, or too short to gain), 1 for one that one CTA can hold (a team only when widened),
+// else enough for slices of kTeamSliceKeys.
+__host__ __device__ inline int team_want(int n, int k) {
+  if (n <= k || n <= PathPolicy::kTeamMinLength) return 0;
+  if (n <= PathPolicy::kSoloMaxKeys) return 1;
+  const int want = (n + PathPolicy::kTeamSliceKeys - 1) / PathPolicy::kTeamSliceKeys;
+  return want < 2 ? 2 : want;
+}
+
+// The CTAs of a row's team after `widenings` doublings in a launch of clusters of `cluster_size`
+// (1 for none): 1 means the row is not a team row.
+__host__ __device__ inline int team_size_of(int n, int k, int cluster_size, int widenings) {
+  const int want = team_want(n, k);
+  if (cluster_size < 2 || want == 0) return 1;
+  const int widened = want << widenings;
+  return widened < 2 ? 1 : team_size_for(widened, cluster_size);
 }
 
 // The plan buffer: PlanHeader, then planned lengths [rows], then the order [rows].
@@ -69,10 +104,11 @@ struct PlanHeader {
   int32_t team_rows;  // order[0, team_rows) are team rows, the rest follow
   int32_t k;
   int32_t stride;
-  int32_t team_min_length;  // the launch policy the plan was made for (launch.cuh)
-  int32_t team_size;
+  int32_t cluster_size;  // the launch the plan was made for (launch.cuh): 1 for plain launches
+  int32_t capacity;      // its CTAs
   uint32_t status;  // kPlanFresh, or kPlanStale once a launch saw a live length differ from the plan
-  int32_t reserved[9];
+  int32_t widenings;  // how often the plan doubled every team (team_size_of)
+  int32_t reserved[8];
 };
 static_assert(sizeof(PlanHeader) == 64, "the header keeps the arrays 16-byte aligned");
 constexpr uint32_t kPlanFresh = 0;
@@ -82,6 +118,17 @@ struct PlanLayout {
   static constexpr int64_t kHeaderWords = sizeof(PlanHeader) / sizeof(int32_t);
   static int64_t bytes(int64_t rows) { return sizeof(int32_t) * (kHeaderWords + 2 * rows); }
 };
+
+// An entry of the order: the row, and for team rows the CTAs of its team (minus one) in the bits above
+// it. Rows stay below 2^27 (the op checks), so an entry stays a non-negative int32.
+struct OrderEntry {
+  static constexpr int kRowBits = 27;
+  static constexpr int32_t kMaxRows = 1 << kRowBits;
+  __host__ __device__ static int32_t of(int row, int team_size) { return row | ((team_size - 1) << kRowBits); }
+  __host__ __device__ static int row(int32_t entry) { return entry & (kMaxRows - 1); }
+  __host__ __device__ static int team_size(int32_t entry) { return (entry >> kRowBits) + 1; }
+};
+static_assert(16 - 1 < (1 << (31 - OrderEntry::kRowBits)), "a team size of up to 16 fits an entry's top bits");
 
 // What the persistent kernel reads of a plan.
 struct PlanView {
@@ -99,15 +146,19 @@ struct PlanParams {
   RowSource source;
   int rows;
   int k;
-  int team_min_length;
-  int team_size;
-  void* plan;  // PlanLayout::bytes(rows)
+  int cluster_size;  // the launch's (launch.cuh): 1 for a plain launch, where no row is a team row
+  int capacity;      // the launch's CTAs
+  void* plan;        // PlanLayout::bytes(rows)
 };
 
 // The plan kernel: one CTA of kPlanThreads. Rows are ordered by a stable counting sort on a key of
 // their list (team rows first) and length class (longest first): each warp counts the keys of its
 // contiguous chunk of rows, one scan over (key, warp) gives every warp its first position per key,
-// and each warp then places its rows in row order. Deterministic, O(rows), no atomics.
+// and each warp then places its rows in row order. Deterministic, O(rows). Before that, every team's
+// size: a row gets the CTAs it needs (team_want), and then every team doubles as often as the launch
+// still holds all of the batch's teams and other rows at once (a row's latency falls with its slices;
+// a batch that fills the grid keeps the fewest CTAs per row). Team sizes then fall along the order
+// with the lengths, which is what lets a cluster split into teams by halving (dispatch.cuh).
 constexpr int kPlanThreads = 1024;
 constexpr int kPlanWarps = kPlanThreads / 32;
 // Length classes: a quarter octave each (lengths within ~19% of each other share one), enough for
@@ -123,15 +174,15 @@ __device__ __forceinline__ int length_class(int n) {
   return 1 + 4 * e + quarter;  // 1..124, increasing with n
 }
 
-__device__ __forceinline__ int plan_key(const PlanParams& q, int n) {
-  const bool team = plan_row(n, q.k, false, q.team_min_length, q.team_size) == RowPath::kTeam;
-  return (team ? 0 : kLengthClasses) + (kLengthClasses - 1 - length_class(n));
+__device__ __forceinline__ int plan_key(int team_size, int n) {
+  return (team_size > 1 ? 0 : kLengthClasses) + (kLengthClasses - 1 - length_class(n));
 }
 
 __global__ void __launch_bounds__(kPlanThreads, 1) make_plan_kernel(PlanParams q) {
   __shared__ uint32_t counts[kPlanKeys][kPlanWarps];  // per (key, warp); then each warp's next position
   __shared__ uint32_t thread_totals[kPlanWarps];
   __shared__ uint32_t team_rows;  // the first solo row's position: key kLengthClasses's first offset
+  __shared__ uint32_t ctas_if_widened[PathPolicy::kMaxWidenings + 1];  // CTAs the rows take at once
   const PlanView plan = PlanView::of(q.plan, q.rows);
   int32_t* planned = const_cast<int32_t*>(plan.planned_lengths);
   int32_t* order = const_cast<int32_t*>(plan.order);
@@ -140,16 +191,38 @@ __global__ void __launch_bounds__(kPlanThreads, 1) make_plan_kernel(PlanParams q
   const int begin = min(q.rows, warp * per_warp), end = min(q.rows, begin + per_warp);
   uint32_t* flat = &counts[0][0];
   for (int i = threadIdx.x; i < kPlanKeys * kPlanWarps; i += kPlanThreads) flat[i] = 0;
+  if (threadIdx.x <= PathPolicy::kMaxWidenings) ctas_if_widened[threadIdx.x] = 0;
   __syncthreads();
-  // Count each warp's keys (every group of equal keys counted by its lowest lane).
+  // Each row's live length, and the CTAs every row that needs a selection would take at once after
+  // each number of widenings (integer sums: the same whatever order the atomics land in).
+  uint32_t ctas[PathPolicy::kMaxWidenings + 1] = {};
+  for (int r = begin + lane; r < end; r += 32) {
+    const int n = q.source.window(r).n;
+    planned[r] = n;
+    if (n <= q.k) continue;
+#pragma unroll
+    for (int w = 0; w <= PathPolicy::kMaxWidenings; ++w) ctas[w] += team_size_of(n, q.k, q.cluster_size, w);
+  }
+#pragma unroll
+  for (int w = 0; w <= PathPolicy::kMaxWidenings; ++w) {
+    const uint32_t sum = __reduce_add_sync(0xFFFFFFFFu, ctas[w]);
+    if (lane == 0 && sum != 0u) atomicAdd(&ctas_if_widened[w], sum);
+  }
+  __syncthreads();
+  // The most widenings whose teams the launch holds at once (none if not even the plain sizes fit).
+  int widenings = 0;
+  for (int w = 1; w <= PathPolicy::kMaxWidenings; ++w) {
+    if (ctas_if_widened[w] <= static_cast<uint32_t>(q.capacity)) widenings = w;
+  }
+  // Count each warp's keys (every group of equal keys counted by its lowest lane). The lengths were
+  // written by this same lane.
   for (int base = begin; base < end; base += 32) {
     const int r = base + lane;
     const bool live = r < end;
     const uint32_t lanes = __ballot_sync(0xFFFFFFFFu, live);
     if (live) {
-      const int n = q.source.window(r).n;
-      planned[r] = n;
-      const int key = plan_key(q, n);
+      const int n = planned[r];
+      const int key = plan_key(team_size_of(n, q.k, q.cluster_size, widenings), n);
       const uint32_t same = __match_any_sync(lanes, key);
       if (lane == __ffs(same) - 1) counts[key][warp] += __popc(same);
     }
@@ -187,9 +260,11 @@ __global__ void __launch_bounds__(kPlanThreads, 1) make_plan_kernel(PlanParams q
     const bool live = r < end;
     const uint32_t lanes = __ballot_sync(0xFFFFFFFFu, live);
     if (live) {
-      const int key = plan_key(q, planned[r]);
+      const int n = planned[r];
+      const int team_size = team_size_of(n, q.k, q.cluster_size, widenings);
+      const int key = plan_key(team_size, n);
       const uint32_t same = __match_any_sync(lanes, key);
-      order[counts[key][warp] + __popc(same & ((1u << lane) - 1u))] = r;
+      order[counts[key][warp] + __popc(same & ((1u << lane) - 1u))] = OrderEntry::of(r, team_size);
       __syncwarp(lanes);
       if (lane == __ffs(same) - 1) counts[key][warp] += __popc(same);
     }
@@ -201,9 +276,10 @@ __global__ void __launch_bounds__(kPlanThreads, 1) make_plan_kernel(PlanParams q
     h->team_rows = static_cast<int32_t>(team_rows);
     h->k = q.k;
     h->stride = q.source.stride;
-    h->team_min_length = q.team_min_length;
-    h->team_size = q.team_size;
+    h->cluster_size = q.cluster_size;
+    h->capacity = q.capacity;
     h->status = kPlanFresh;
+    h->widenings = widenings;
   }
 }
 

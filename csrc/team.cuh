@@ -11,6 +11,11 @@
 // (or any fence at cluster scope) compiles to MEMBAR.ALL.GPU, ~1K cycles each, and a team row used to
 // pay four of them (docs/perf-notes.md).
 //
+// A team is a run of consecutive ranks of one cluster: a whole cluster, or a part of one when the plan
+// sizes a row for fewer CTAs than the cluster has (dispatch.cuh splits a team by halving, so a team of
+// `size` CTAs always starts at a multiple of `size`). Every exchange is among the team's CTAs only, so
+// teams of one cluster run side by side without waiting for each other.
+//
 // Cluster CTAs are co-scheduled by the hardware, so they may wait for each other (SPEC §4); CTAs of
 // different clusters never do. A solo CTA is a team of one and touches no cluster resource.
 #pragma once
@@ -63,10 +68,8 @@ __device__ __forceinline__ void wait_phase(uint32_t barrier, uint32_t parity) {
 }
 
 // Cluster barrier halves, called by every thread of the CTA. The non-.aligned forms: a warp may reach
-// them diverged (a lane-0 store just before), which the .aligned forms leave undefined. The release
-// arrive compiles to a GPU-scope memory barrier (MEMBAR.ALL.GPU, which waits for every store in
-// flight, global ones included): only Team::publish_global_writes() pays for one.
-__device__ __forceinline__ void cluster_arrive_release() { asm volatile("barrier.cluster.arrive.release;\n" ::: "memory"); }
+// them diverged (a lane-0 store just before), which the .aligned forms leave undefined. Only the
+// team's opening uses them (the whole cluster is one team then).
 __device__ __forceinline__ void cluster_arrive_relaxed() { asm volatile("barrier.cluster.arrive.relaxed;\n" ::: "memory"); }
 __device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire;\n" ::: "memory"); }
 
@@ -92,16 +95,21 @@ struct Exchange {
 
 struct Team {
   static constexpr int kMaxSize = TeamMailbox::kMaxSize;
-  int size;            // CTAs selecting this row: 1 (solo) or the cluster size
+  int size;            // CTAs selecting this row: 1 (solo), the cluster size or a part of it
   uint32_t exchanges;  // exchanges begun; every CTA of the team begins the same ones in the same order
+                       // (a team split from another inherits its count: their CTAs began the same ones)
 
   __device__ __forceinline__ static Team solo() { return Team{1, 0u}; }
   __device__ __forceinline__ static Team of_cluster(int size) { return Team{size, 0u}; }
-  // This CTA's slice: slices of lower rank hold lower columns. Read from the hardware where needed
-  // rather than held in a register through the selection.
-  __device__ __forceinline__ int rank() const {
-    return size == 1 ? 0 : static_cast<int>(cooperative_groups::this_cluster().block_rank());
+  // The team of `count` CTAs that this CTA belongs to when this team splits into parts of `count`
+  // aligned to multiples of it.
+  __device__ __forceinline__ Team part(int count) const { return Team{count, exchanges}; }
+  __device__ __forceinline__ static int cluster_rank() {
+    return static_cast<int>(cooperative_groups::this_cluster().block_rank());
   }
+  // This CTA's place in the team: slices of lower rank hold lower columns. Read from the hardware
+  // where needed rather than held in a register through the selection.
+  __device__ __forceinline__ int rank() const { return size == 1 ? 0 : cluster_rank() % size; }
 
   // Every thread, once, before the team's first exchange: the mailbox's mbarriers are initialized, and
   // the cluster barrier that makes them so in every CTA before any CTA pushes to another is arrived
@@ -144,12 +152,12 @@ struct Team {
   // team.
   template <typename Words>
   __device__ __forceinline__ void send(const Exchange& x, int word, const Words& value) const {
-    const int me = rank();
+    const int me = rank(), base = cluster_rank() - me;
 #pragma unroll
     for (int r = 0; r < kMaxSize; ++r) {
       if (r < size) {
-        push(cluster_address(&team_mailbox.words[x.slot][me][word], r), value,
-             cluster_address(&team_mailbox.arrived[x.slot], r));
+        push(cluster_address(&team_mailbox.words[x.slot][me][word], base + r), value,
+             cluster_address(&team_mailbox.arrived[x.slot], base + r));
       }
     }
   }
@@ -180,16 +188,18 @@ struct Team {
   // Thread 0: rank 0's word, received with the latest row's counts.
   __device__ __forceinline__ static uint32_t leader_word() { return team_mailbox.leader_word_in; }
 
-  // Every CTA's global-memory writes so far are visible to every CTA of the team (a release barrier,
-  // with its GPU-scope memory barrier: for rows that one CTA finishes from what all of them wrote).
-  // Also a barrier for this CTA's own threads.
-  __device__ __forceinline__ void publish_global_writes() const {
-    if (size == 1) {
-      __syncthreads();
-      return;
+  // Every CTA's global-memory writes so far are visible to every CTA of the team (for rows that one
+  // CTA finishes from what all of them wrote). Also a barrier for this CTA's own threads. One exchange
+  // of a word behind a release fence, not a cluster barrier: a team may be a part of its cluster.
+  __device__ __forceinline__ void publish_global_writes() {
+    __syncthreads();
+    if (size == 1) return;
+    const Exchange x = begin_exchange(1);
+    if (threadIdx.x == 0) {
+      asm volatile("fence.acq_rel.cluster;" ::: "memory");  // the CTA's writes (ordered by the barrier) first
+      send(x, 0, 0u);
     }
-    cluster_arrive_release();
-    cluster_wait();
+    wait(x);
   }
 };
 

@@ -56,9 +56,11 @@ def path_lengths(stride, k, g, rows):
     CTAs, slices in shared memory or over global memory), and the edges between them, plus negatives
     and lengths past the stride."""
     kernels = pt._backend.require_cuda_kernels()
-    few, solo, smem = kernels.team_min_few_rows, kernels.solo_max_keys, kernels.smem_keys
+    few, solo, smem = kernels.team_min_length, kernels.solo_max_keys, kernels.smem_keys
     eight, largest = kernels.portable_cluster_size * smem, kernels.max_cluster_size * smem
+    slice_keys = kernels.team_slice_keys  # teams of 2, 4, 8 hold up to 2, 4, 8 slices of this
     edges = [0, -1, 1, k - 1, k, k + 1, few, few + 1, solo, solo + 1, smem - 1, smem + 1, 3 * solo + 5,
+             2 * slice_keys, 2 * slice_keys + 1, 4 * slice_keys + 1, 8 * slice_keys + 1,
              eight - 1, eight, eight + 1, 262_144, largest, largest + 1, stride, stride + 100]
     edges = [e for e in edges if e <= stride + 100]
     lengths = torch.randint(-2, stride + 50, (rows,), generator=g)
@@ -139,38 +141,95 @@ def test_team_rows_among_many_solo_rows(dist, gen):
     check(logits, lengths, k, what=f"300 rows {dist}")
 
 
-# Batches of many rows (more than the resident clusters of 8) take the smallest team size whose slices
-# hold the stride (csrc/launch.cuh): these strides take sizes 2, 3, 4, 5, 6, 7 and 8 (few rows: 8).
-TEAM_SIZE_OF_STRIDE = {40_000: 2, 70_000: 3, 90_000: 4, 110_000: 5, 131_072: 6, 160_000: 7, 190_000: 8}
+# Batches of many rows (more than the resident clusters of 8) take clusters of the smallest size among
+# 2, 3, 4, 6, 8, 16 whose slices hold the stride (csrc/launch.cuh); few rows take clusters of 8.
+CLUSTER_SIZE_OF_STRIDE = {40_000: 2, 70_000: 3, 90_000: 4, 110_000: 6, 131_072: 6, 160_000: 8, 190_000: 8}
 
 
 @pytest.mark.parametrize("rows, stride", [(200, 40_000), (100, 70_000), (40, 90_000), (40, 110_000), (64, 131_072),
                                           (40, 160_000), (40, 190_000)])
-def test_every_team_size(rows, stride, gen):
+def test_every_cluster_size(rows, stride, gen):
     k = 2048
     kernels = pt._backend.require_cuda_kernels()
     like = torch.empty(1, device="cuda")
-    assert kernels.launch_team_size(rows, stride, like) == TEAM_SIZE_OF_STRIDE[stride]
+    assert kernels.launch_cluster_size(rows, stride, like) == CLUSTER_SIZE_OF_STRIDE[stride]
     lengths = path_lengths(stride, k, gen, rows)
     lengths[rows // 2:] = stride  # at least half the rows are team rows, some as long as the stride
     logits = make_logits("normal", rows, stride, torch.float32, gen, lengths, device="cuda")
     check(logits, lengths, k, what=f"{rows} rows of stride {stride}")
 
 
-def test_launch_team_sizes():
-    """Few rows: teams of 8 for rows past kTeamMinFewRows, larger ones (up to 16) where slices of 8 would
-    leave no room to compact; many rows: no team below a solo row's length, else the smallest team whose slices
-    hold the stride."""
+def test_launch_cluster_sizes():
+    """Few rows: clusters of 8 where rows past kTeamMinLength can be, of 16 where slices of 8 would leave
+    no room to compact; many rows: none below a solo row's length, else the smallest cluster whose
+    slices hold the stride."""
     kernels = pt._backend.require_cuda_kernels()
     like = torch.empty(1, device="cuda")
-    few, eight = kernels.team_min_few_rows, kernels.portable_cluster_size
-    assert kernels.launch_team_size(1, few, like) == 1
-    assert kernels.launch_team_size(8, few + 16, like) == eight
-    assert kernels.launch_team_size(1, 163_840, like) == eight
-    assert kernels.launch_team_size(1, eight * kernels.smem_keys, like) > eight  # no room left to compact
-    assert kernels.launch_team_size(1, 262_144, like) > eight  # Hopper runs clusters of up to 16
-    assert kernels.launch_team_size(300, kernels.solo_max_keys, like) == 1
-    assert kernels.launch_team_size(300, 2 * kernels.solo_max_keys, like) == 2
+    few, eight = kernels.team_min_length, kernels.portable_cluster_size
+    assert kernels.launch_cluster_size(1, few, like) == 1
+    assert kernels.launch_cluster_size(8, few + 16, like) == eight
+    assert kernels.launch_cluster_size(1, 163_840, like) == eight
+    assert kernels.launch_cluster_size(1, eight * kernels.smem_keys, like) == 16  # no room left to compact
+    assert kernels.launch_cluster_size(1, 262_144, like) == 16  # Hopper runs clusters of up to 16
+    assert kernels.launch_cluster_size(64, 262_144, like) == 16
+    assert kernels.launch_cluster_size(300, kernels.solo_max_keys, like) == 1
+    assert kernels.launch_cluster_size(300, 2 * kernels.solo_max_keys, like) == 2
+
+
+PLAN_HEADER_WORDS = 16  # csrc/plan.cuh PlanHeader
+ORDER_ROW_BITS = 27  # csrc/plan.cuh OrderEntry
+
+
+def planned_teams(plan, rows):
+    """(team rows, cluster size, capacity, [(row, team size)] in the order) read from a plan buffer."""
+    words = plan.buffer.view(torch.int32).cpu()
+    team_rows, cluster_size, capacity = int(words[1]), int(words[4]), int(words[5])
+    order = words[PLAN_HEADER_WORDS + rows: PLAN_HEADER_WORDS + 2 * rows]
+    entries = [(int(e) & ((1 << ORDER_ROW_BITS) - 1), (int(e) >> ORDER_ROW_BITS) + 1) for e in order]
+    return team_rows, cluster_size, capacity, entries
+
+
+@pytest.mark.parametrize("rows, stride, spread", [(64, 262_144, (1024, 262_144)), (64, 163_840, (4096, 163_840)),
+                                                  (128, 65_536, (4096, 65_536)), (8, 131_072, (20_000, 131_072)),
+                                                  (300, 262_144, (1024, 262_144))])
+def test_plan_sizes_every_team_from_the_lengths(rows, stride, spread, gen):
+    """The plan's teams (csrc/plan.cuh): team rows are those past kTeamMinLength that get 2 CTAs or more,
+    listed first, longest first, each with a team of the cluster's size or a half, quarter... of it that
+    never grows along the order (a cluster splits into teams by halving); all teams together fit the
+    grid whenever the plan widened them; every other row once after them. Then the answer is exact."""
+    k = 2048
+    kernels = pt._backend.require_cuda_kernels()
+    lo, hi = spread
+    lengths = torch.exp(torch.empty(rows).uniform_(float(torch.tensor(lo).log()), float(torch.tensor(hi).log()),
+                                                    generator=gen)).to(I32)
+    logits = make_logits("normal", rows, stride, torch.float32, gen, lengths, device="cuda")
+    workspace = pt.Workspace("cuda", rows, stride, k)
+    plan = pt.make_plan(lengths.cuda(), stride, k, workspace=workspace)
+    team_rows, cluster_size, capacity, entries = planned_teams(plan, rows)
+    assert cluster_size == kernels.launch_cluster_size(rows, stride, logits)
+    assert sorted(r for r, _ in entries) == list(range(rows))
+    chain = {cluster_size}
+    while min(chain) % 2 == 0 and min(chain) // 2 >= 2:
+        chain.add(min(chain) // 2)
+    sizes = [size for _, size in entries[:team_rows]]
+    assert all(size in chain for size in sizes), sizes
+    assert all(a >= b for a, b in zip(sizes, sizes[1:])), sizes
+    assert all(size == 1 for _, size in entries[team_rows:])
+    assert all(int(lengths[r]) > kernels.team_min_length for r, _ in entries[:team_rows])
+    team_lengths = [int(lengths[r]) for r, _ in entries[:team_rows]]
+    assert all(a * 1.19 >= b for a, b in zip(team_lengths, team_lengths[1:])), "longest first (by length class)"
+    for r, size in entries[:team_rows]:  # slices fit shared memory
+        assert -(-int(lengths[r]) // size) <= kernels.smem_keys or size == cluster_size
+    widenings = int(plan.buffer.view(torch.int32)[7])
+    if widenings > 0:
+        busy = sum(sizes) + sum(1 for r, _ in entries[team_rows:] if int(lengths[r]) > k)
+        assert busy <= capacity, (busy, capacity)
+    out = torch.full((rows, k), POISON, dtype=I32, device="cuda")
+    pt.top_k_per_row(logits, lengths.cuda(), k, out=out, plan=plan, workspace=workspace)
+    want, _ = reference.reference_topk(logits.cpu(), lengths, k)
+    assert_same(out, want, f"{rows} rows of {lo}..{hi}, stride {stride}")
+    assert not bool(workspace.buffer[:QUEUE_BYTES].any()), "work queue counters left set"
+    assert plan.status() == plan_module.FRESH
 
 
 QUEUE_BYTES = 256  # the work queue's counters at the workspace's start (csrc/dispatch.cuh WorkspaceLayout)
