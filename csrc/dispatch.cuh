@@ -56,10 +56,7 @@ struct Policy {
   static_assert(kMaxSortedK * 2 <= kSmemKeys, "the sorted selection fits the keys buffer");
   static_assert(kSoloMaxKeys <= kSmemKeys && kTeamMinLength <= kSoloMaxKeys, "a solo row fits the keys buffer");
   static_assert(kMaxClusterSize <= Team::kMaxSize, "a team mailbox holds kMaxSize senders");
-  // A row sized for slices of kTeamSliceKeys may sit among longer rows of its length class (a quarter
-  // octave, plan.cuh) sized for twice as many CTAs, and be taken by a team of its own size: its slices
-  // must still fit shared memory.
-  static_assert(kTeamSliceKeys * 1.19 <= kSmemKeys, "a team row of the next length class fits its team");
+  static_assert(kTeamSliceKeys <= kSmemKeys, "a team's slices fit the keys buffer");
 };
 
 struct Params {
@@ -318,14 +315,14 @@ __device__ __forceinline__ NextRow next_row(const Params& p, WorkState& s, Team&
       while ((taking & 1) == 0 && taking / 2 >= 2 && taking / 2 >= s.planned_team_size) taking /= 2;
       const int rank = team.rank();
       if (rank < taking) {
-        team = team.part(taking);
+        team = team.part(0, taking);
         return NextRow{s.row, s.window, s.planned_length};
       }
       // The other parts, [taking, 2 taking), [2 taking, 4 taking), ...: teams without a row, which
       // claim one now (with no team claims, every team row had a static start: none is left).
       int part = taking;
       while (rank >= 2 * part) part *= 2;
-      team = team.part(part);  // ranks [part, 2 part) of this team: a multiple of part in the cluster
+      team = team.part(part, part);
       if (!s.team_claims) break;
       __syncthreads();  // every thread has read the state
       if (threadIdx.x == 0 && team.rank() == 0) Team::set_leader_word(atomicAdd(&p.queue[kTeamCounter], 1u));

@@ -82,8 +82,9 @@ cudaError_t resident_limits(ResidentLimits* limits) {
 // The grid: min(resident clusters, rows) clusters, else min(resident CTAs, rows) plain CTAs, spread
 // by the hardware over all SMs; a larger grid would only start CTAs with nothing to do.
 struct LaunchShape {
-  int cluster_size;  // 1: a plain launch
-  int units;         // clusters (or plain CTAs) in the grid
+  int cluster_size;     // 1: a plain launch
+  int units;            // clusters (or plain CTAs) in the grid
+  int min_team_length;  // rows up to this long are never team rows (PlanParams)
   __host__ int ctas() const { return units * cluster_size; }
 
   // Cluster sizes the launch takes: a cluster splits into teams by halving (plan.cuh), so sizes of the
@@ -91,8 +92,11 @@ struct LaunchShape {
   // a row of 262,144 room to compact).
   static constexpr int kClusterSizes[] = {2, 3, 4, 6, 8, 16};
 
+  __host__ static bool few_rows(int64_t rows, const ResidentLimits& resident) {
+    return rows <= resident.clusters_of(Policy::kPortableClusterSize);
+  }
   __host__ static int cluster_size_of(int64_t rows, int64_t stride, const ResidentLimits& resident) {
-    const bool few = rows <= resident.clusters_of(Policy::kPortableClusterSize);
+    const bool few = few_rows(rows, resident);
     if (stride <= (few ? Policy::kTeamMinLength : Policy::kSoloMaxKeys)) return 1;
     const int largest = resident.clusters_of(Policy::kMaxClusterSize) >= 1 ? Policy::kMaxClusterSize
                                                                             : Policy::kPortableClusterSize;
@@ -111,7 +115,8 @@ struct LaunchShape {
   __host__ static LaunchShape of(int64_t rows, int64_t stride, const ResidentLimits& resident) {
     const int size = cluster_size_of(rows, stride, resident);
     const int64_t most = size > 1 ? resident.clusters_of(size) : resident.ctas;
-    return LaunchShape{size, static_cast<int>(rows < most ? rows : most)};
+    const int min_team_length = few_rows(rows, resident) ? Policy::kTeamMinLength : Policy::kSoloMaxKeys;
+    return LaunchShape{size, static_cast<int>(rows < most ? rows : most), min_team_length};
   }
 };
 
@@ -121,6 +126,7 @@ inline cudaError_t launch_make_plan(PlanParams q, const ResidentLimits& resident
   const LaunchShape shape = LaunchShape::of(q.rows, q.source.stride, resident);
   q.cluster_size = shape.cluster_size;
   q.capacity = shape.ctas();
+  q.min_team_length = shape.min_team_length;
   make_plan_kernel<<<1, kPlanThreads, 0, stream>>>(q);
   return cudaGetLastError();
 }

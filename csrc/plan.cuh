@@ -79,20 +79,40 @@ __host__ __device__ inline int team_size_for(int want, int cluster_size) {
   return size;
 }
 
+// Length classes: a quarter of an octave each, (top / 1.25, top] with top = 2^e x 5/4, 6/4, 7/4, 8/4;
+// every power of two is a class's top, so the path lengths above each end a class. Longest first
+// by class is enough to balance the grid, and every row of a class gets the same team (team_want):
+// team sizes never grow along the order.
+constexpr int kLengthClasses = 128;
+struct LengthClass {
+  int index;  // 0 for n <= 0, then 1..125, increasing with n
+  int top;    // the class's longest length
+  __device__ __forceinline__ static LengthClass of(int n) {
+    if (n <= 1) return LengthClass{n <= 0 ? 0 : 1, n <= 0 ? 0 : 1};
+    const int m = n - 1;
+    const int e = 31 - __clz(m);
+    const int quarter = e >= 2 ? (m >> (e - 2)) & 3 : (m << (2 - e)) & 3;
+    const int top = e >= 2 ? (4 + quarter + 1) << (e - 2) : ((4 + quarter + 1) >> (2 - e));
+    return LengthClass{2 + 4 * e + quarter, top > n ? top : n};
+  }
+};
+
 // How many CTAs a row of n columns wants before the plan widens its team: 0 for a row that is never
-// split (short, or too short to gain), 1 for one that one CTA can hold (a team only when widened),
-// else enough for slices of kTeamSliceKeys.
-__host__ __device__ inline int team_want(int n, int k) {
-  if (n <= k || n <= PathPolicy::kTeamMinLength) return 0;
+// split (short, too short to gain, or in a batch of many rows one that one CTA holds), 1 for one that
+// one CTA can hold (a team only when widened), else enough for slices of kTeamSliceKeys of the longest
+// row of its class.
+__device__ __forceinline__ int team_want(int n, int k, int min_team_length) {
+  if (n <= k || n <= min_team_length) return 0;
   if (n <= PathPolicy::kSoloMaxKeys) return 1;
-  const int want = (n + PathPolicy::kTeamSliceKeys - 1) / PathPolicy::kTeamSliceKeys;
+  const int top = LengthClass::of(n).top;
+  const int want = (top + PathPolicy::kTeamSliceKeys - 1) / PathPolicy::kTeamSliceKeys;
   return want < 2 ? 2 : want;
 }
 
 // The CTAs of a row's team after `widenings` doublings in a launch of clusters of `cluster_size`
 // (1 for none): 1 means the row is not a team row.
-__host__ __device__ inline int team_size_of(int n, int k, int cluster_size, int widenings) {
-  const int want = team_want(n, k);
+__device__ __forceinline__ int team_size_of(int n, int k, int min_team_length, int cluster_size, int widenings) {
+  const int want = team_want(n, k, min_team_length);
   if (cluster_size < 2 || want == 0) return 1;
   const int widened = want << widenings;
   return widened < 2 ? 1 : team_size_for(widened, cluster_size);
@@ -108,7 +128,8 @@ struct PlanHeader {
   int32_t capacity;      // its CTAs
   uint32_t status;  // kPlanFresh, or kPlanStale once a launch saw a live length differ from the plan
   int32_t widenings;  // how often the plan doubled every team (team_size_of)
-  int32_t reserved[8];
+  int32_t min_team_length;
+  int32_t reserved[7];
 };
 static_assert(sizeof(PlanHeader) == 64, "the header keeps the arrays 16-byte aligned");
 constexpr uint32_t kPlanFresh = 0;
@@ -148,6 +169,10 @@ struct PlanParams {
   int k;
   int cluster_size;  // the launch's (launch.cuh): 1 for a plain launch, where no row is a team row
   int capacity;      // the launch's CTAs
+  // Rows up to this long are never team rows: kTeamMinLength in batches of few rows, where CTAs would
+  // idle otherwise; kSoloMaxKeys in batches of many rows, where a solo CTA per row does less work
+  // (128 rows of 1K..16K took 26 us with the rows past 4K on teams of 2, 15 us all solo).
+  int min_team_length;
   void* plan;        // PlanLayout::bytes(rows)
 };
 
@@ -161,21 +186,15 @@ struct PlanParams {
 // with the lengths, which is what lets a cluster split into teams by halving (dispatch.cuh).
 constexpr int kPlanThreads = 1024;
 constexpr int kPlanWarps = kPlanThreads / 32;
-// Length classes: a quarter octave each (lengths within ~19% of each other share one), enough for
-// longest-first to balance the grid; 2 lists x 128 classes.
-constexpr int kLengthClasses = 128;
+// Each lane keeps its first few rows' lengths in registers between the plan's passes (a batch of up to
+// 4 x 1024 rows then reads each length from memory once).
+constexpr int kCachedLengths = 4;
+// Keys: 2 lists x 128 length classes.
 constexpr int kPlanKeys = 2 * kLengthClasses;
 static_assert(kPlanKeys * kPlanWarps == 8 * kPlanThreads, "the (key, warp) scan gives each thread 8 counts");
 
-__device__ __forceinline__ int length_class(int n) {
-  if (n <= 0) return 0;
-  const int e = 31 - __clz(n);
-  const int quarter = e >= 2 ? (n >> (e - 2)) & 3 : (n << (2 - e)) & 3;
-  return 1 + 4 * e + quarter;  // 1..124, increasing with n
-}
-
 __device__ __forceinline__ int plan_key(int team_size, int n) {
-  return (team_size > 1 ? 0 : kLengthClasses) + (kLengthClasses - 1 - length_class(n));
+  return (team_size > 1 ? 0 : kLengthClasses) + (kLengthClasses - 1 - LengthClass::of(n).index);
 }
 
 __global__ void __launch_bounds__(kPlanThreads, 1) make_plan_kernel(PlanParams q) {
@@ -196,12 +215,17 @@ __global__ void __launch_bounds__(kPlanThreads, 1) make_plan_kernel(PlanParams q
   // Each row's live length, and the CTAs every row that needs a selection would take at once after
   // each number of widenings (integer sums: the same whatever order the atomics land in).
   uint32_t ctas[PathPolicy::kMaxWidenings + 1] = {};
-  for (int r = begin + lane; r < end; r += 32) {
+  int cached[kCachedLengths];  // this lane's first lengths, read again below without a round trip
+  for (int r = begin + lane, j = 0; r < end; r += 32, ++j) {
     const int n = q.source.window(r).n;
     planned[r] = n;
+#pragma unroll
+    for (int c = 0; c < kCachedLengths; ++c) {
+      if (c == j) cached[c] = n;
+    }
     if (n <= q.k) continue;
 #pragma unroll
-    for (int w = 0; w <= PathPolicy::kMaxWidenings; ++w) ctas[w] += team_size_of(n, q.k, q.cluster_size, w);
+    for (int w = 0; w <= PathPolicy::kMaxWidenings; ++w) ctas[w] += team_size_of(n, q.k, q.min_team_length, q.cluster_size, w);
   }
 #pragma unroll
   for (int w = 0; w <= PathPolicy::kMaxWidenings; ++w) {
@@ -216,13 +240,18 @@ __global__ void __launch_bounds__(kPlanThreads, 1) make_plan_kernel(PlanParams q
   }
   // Count each warp's keys (every group of equal keys counted by its lowest lane). The lengths were
   // written by this same lane.
-  for (int base = begin; base < end; base += 32) {
+  for (int base = begin, j = 0; base < end; base += 32, ++j) {
     const int r = base + lane;
     const bool live = r < end;
     const uint32_t lanes = __ballot_sync(0xFFFFFFFFu, live);
     if (live) {
-      const int n = planned[r];
-      const int key = plan_key(team_size_of(n, q.k, q.cluster_size, widenings), n);
+      int n = 0;
+#pragma unroll
+      for (int c = 0; c < kCachedLengths; ++c) {
+        if (c == j) n = cached[c];
+      }
+      if (j >= kCachedLengths) n = planned[r];
+      const int key = plan_key(team_size_of(n, q.k, q.min_team_length, q.cluster_size, widenings), n);
       const uint32_t same = __match_any_sync(lanes, key);
       if (lane == __ffs(same) - 1) counts[key][warp] += __popc(same);
     }
@@ -255,13 +284,18 @@ __global__ void __launch_bounds__(kPlanThreads, 1) make_plan_kernel(PlanParams q
   }
   __syncthreads();
   // Place the rows: within a key, warps in order and each warp's rows in row order.
-  for (int base = begin; base < end; base += 32) {
+  for (int base = begin, j = 0; base < end; base += 32, ++j) {
     const int r = base + lane;
     const bool live = r < end;
     const uint32_t lanes = __ballot_sync(0xFFFFFFFFu, live);
     if (live) {
-      const int n = planned[r];
-      const int team_size = team_size_of(n, q.k, q.cluster_size, widenings);
+      int n = 0;
+#pragma unroll
+      for (int c = 0; c < kCachedLengths; ++c) {
+        if (c == j) n = cached[c];
+      }
+      if (j >= kCachedLengths) n = planned[r];
+      const int team_size = team_size_of(n, q.k, q.min_team_length, q.cluster_size, widenings);
       const int key = plan_key(team_size, n);
       const uint32_t same = __match_any_sync(lanes, key);
       order[counts[key][warp] + __popc(same & ((1u << lane) - 1u))] = OrderEntry::of(r, team_size);
@@ -280,6 +314,7 @@ __global__ void __launch_bounds__(kPlanThreads, 1) make_plan_kernel(PlanParams q
     h->capacity = q.capacity;
     h->status = kPlanFresh;
     h->widenings = widenings;
+    h->min_team_length = q.min_team_length;
   }
 }
 

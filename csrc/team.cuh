@@ -12,9 +12,9 @@
 // pay four of them (docs/perf-notes.md).
 //
 // A team is a run of consecutive ranks of one cluster: a whole cluster, or a part of one when the plan
-// sizes a row for fewer CTAs than the cluster has (dispatch.cuh splits a team by halving, so a team of
-// `size` CTAs always starts at a multiple of `size`). Every exchange is among the team's CTAs only, so
-// teams of one cluster run side by side without waiting for each other.
+// sizes a row for fewer CTAs than the cluster has (dispatch.cuh splits a team by halving). Every
+// exchange is among the team's CTAs only, so teams of one cluster run side by side without waiting for
+// each other.
 //
 // Cluster CTAs are co-scheduled by the hardware, so they may wait for each other (SPEC §4); CTAs of
 // different clusters never do. A solo CTA is a team of one and touches no cluster resource.
@@ -95,21 +95,28 @@ struct Exchange {
 
 struct Team {
   static constexpr int kMaxSize = TeamMailbox::kMaxSize;
-  int size;            // CTAs selecting this row: 1 (solo), the cluster size or a part of it
-  uint32_t exchanges;  // exchanges begun; every CTA of the team begins the same ones in the same order
-                       // (a team split from another inherits its count: their CTAs began the same ones)
+  int size;  // CTAs selecting this row: 1 (solo), the cluster size or a part of it
+  // The cluster rank of the team's first CTA (top kBaseBits bits) and the exchanges begun (the rest):
+  // one register for both, since the team lives in registers through the selection. Every CTA of the
+  // team begins the same exchanges in the same order (a team split from another inherits the count:
+  // their CTAs began the same ones).
+  uint32_t base_and_exchanges;
+  static constexpr int kBaseShift = 28;
+  static constexpr uint32_t kExchangesMask = (1u << kBaseShift) - 1u;
+  static_assert(TeamMailbox::kMaxSize <= (1 << (32 - kBaseShift)), "a cluster rank fits the top bits");
 
   __device__ __forceinline__ static Team solo() { return Team{1, 0u}; }
   __device__ __forceinline__ static Team of_cluster(int size) { return Team{size, 0u}; }
-  // The team of `count` CTAs that this CTA belongs to when this team splits into parts of `count`
-  // aligned to multiples of it.
-  __device__ __forceinline__ Team part(int count) const { return Team{count, exchanges}; }
-  __device__ __forceinline__ static int cluster_rank() {
-    return static_cast<int>(cooperative_groups::this_cluster().block_rank());
+  // The team of `count` CTAs from this team's rank `first` on, which this CTA belongs to.
+  __device__ __forceinline__ Team part(int first, int count) const {
+    return Team{count, base_and_exchanges + (static_cast<uint32_t>(first) << kBaseShift)};
   }
-  // This CTA's place in the team: slices of lower rank hold lower columns. Read from the hardware
-  // where needed rather than held in a register through the selection.
-  __device__ __forceinline__ int rank() const { return size == 1 ? 0 : cluster_rank() % size; }
+  __device__ __forceinline__ int base() const { return static_cast<int>(base_and_exchanges >> kBaseShift); }
+  __device__ __forceinline__ uint32_t exchanges() const { return base_and_exchanges & kExchangesMask; }
+  // This CTA's place in the team: slices of lower rank hold lower columns.
+  __device__ __forceinline__ int rank() const {
+    return size == 1 ? 0 : static_cast<int>(cooperative_groups::this_cluster().block_rank()) - base();
+  }
 
   // Every thread, once, before the team's first exchange: the mailbox's mbarriers are initialized, and
   // the cluster barrier that makes them so in every CTA before any CTA pushes to another is arrived
@@ -128,16 +135,17 @@ struct Team {
   // more arrives in this CTA's mailbox (every exchange it began has completed), so it may go on alone
   // and exit.
   __device__ __forceinline__ void close() {
-    if (size > 1 && exchanges == 0u) cluster_wait();
+    if (size > 1 && exchanges() == 0u) cluster_wait();
   }
 
   // Every thread, uniformly: the next exchange, in which every CTA sends `words` words to every CTA.
   // Thread 0 arrives on this CTA's mbarrier expecting them (that slot's previous exchange is complete:
   // thread 0 has waited for it).
   __device__ __forceinline__ Exchange begin_exchange(int words) {
-    if (exchanges == 0u) cluster_wait();  // open(): every CTA's mailbox is ready
-    const Exchange x{static_cast<int>(exchanges & 1u), (exchanges >> 1) & 1u};
-    ++exchanges;
+    const uint32_t e = exchanges();
+    if (e == 0u) cluster_wait();  // open(): every CTA's mailbox is ready
+    const Exchange x{static_cast<int>(e & 1u), (e >> 1) & 1u};
+    ++base_and_exchanges;
     if (threadIdx.x == 0) {
       arrive_expecting(shared_address(&team_mailbox.arrived[x.slot]), static_cast<uint32_t>(size * words) * 4u);
     }
@@ -145,19 +153,19 @@ struct Team {
   }
   // The exchange begun last.
   __device__ __forceinline__ Exchange latest() const {
-    const uint32_t e = exchanges - 1u;
+    const uint32_t e = exchanges() - 1u;
     return Exchange{static_cast<int>(e & 1u), (e >> 1) & 1u};
   }
   // This CTA's words from `word` of exchange x (one uint32_t, or four in a uint4), to every CTA of the
   // team.
   template <typename Words>
   __device__ __forceinline__ void send(const Exchange& x, int word, const Words& value) const {
-    const int me = rank(), base = cluster_rank() - me;
+    const int me = rank(), first = base();
 #pragma unroll
     for (int r = 0; r < kMaxSize; ++r) {
       if (r < size) {
-        push(cluster_address(&team_mailbox.words[x.slot][me][word], base + r), value,
-             cluster_address(&team_mailbox.arrived[x.slot], base + r));
+        push(cluster_address(&team_mailbox.words[x.slot][me][word], first + r), value,
+             cluster_address(&team_mailbox.arrived[x.slot], first + r));
       }
     }
   }

@@ -17,10 +17,9 @@ static ResidentLimits& resident() {
   return limits;
 }
 
-// One call as the op makes it without a plan: the plan kernel into the workspace, then the kernel.
-extern "C" int pt_launch(const float* logits, int64_t row_pitch, int rows, int stride, const int32_t* lengths, int k,
-                         int32_t* out, void* workspace, void* stream) {
-  if (resident().ctas == 0) return -1;
+// Params for `rows` rows of float32 logits with their lengths, the plan in the workspace.
+static Params params_of(const float* logits, int64_t row_pitch, int rows, int stride, const int32_t* lengths, int k,
+                        int32_t* out, void* workspace) {
   Params p{};
   p.logits = logits;
   p.row_pitch = row_pitch;
@@ -30,12 +29,36 @@ extern "C" int pt_launch(const float* logits, int64_t row_pitch, int rows, int s
   p.page_size = 1;
   p.out = out;
   p.queue = static_cast<uint32_t*>(workspace);
-  void* plan = WorkspaceLayout::own_plan(workspace);
-  PlanParams q{p.source, rows, k, 0, 0, plan};
-  cudaError_t status = launch_make_plan(q, resident(), static_cast<cudaStream_t>(stream));
-  p.plan = PlanView::of(plan, rows);
-  if (status == cudaSuccess) status = launch_persistent_topk<float>(p, resident(), static_cast<cudaStream_t>(stream));
+  p.plan = PlanView::of(WorkspaceLayout::own_plan(workspace), rows);
+  return p;
+}
+
+// The plan kernel alone, into the workspace.
+extern "C" int pt_make_plan(int rows, int stride, const int32_t* lengths, int k, void* workspace, void* stream) {
+  if (resident().ctas == 0) return -1;
+  PlanParams q{};
+  q.source = RowSource{lengths, nullptr, kWindowLengths, 1, stride};
+  q.rows = rows;
+  q.k = k;
+  q.plan = WorkspaceLayout::own_plan(workspace);
+  const cudaError_t status = launch_make_plan(q, resident(), static_cast<cudaStream_t>(stream));
   return static_cast<int>(status != cudaSuccess ? status : cudaGetLastError());
+}
+
+// The persistent kernel alone, with the plan pt_make_plan left in the workspace.
+extern "C" int pt_select(const float* logits, int64_t row_pitch, int rows, int stride, const int32_t* lengths, int k,
+                         int32_t* out, void* workspace, void* stream) {
+  if (resident().ctas == 0) return -1;
+  const Params p = params_of(logits, row_pitch, rows, stride, lengths, k, out, workspace);
+  const cudaError_t status = launch_persistent_topk<float>(p, resident(), static_cast<cudaStream_t>(stream));
+  return static_cast<int>(status != cudaSuccess ? status : cudaGetLastError());
+}
+
+// One call as the op makes it without a plan: the plan kernel into the workspace, then the kernel.
+extern "C" int pt_launch(const float* logits, int64_t row_pitch, int rows, int stride, const int32_t* lengths, int k,
+                         int32_t* out, void* workspace, void* stream) {
+  const int status = pt_make_plan(rows, stride, lengths, k, workspace, stream);
+  return status != 0 ? status : pt_select(logits, row_pitch, rows, stride, lengths, k, out, workspace, stream);
 }
 
 // Phase timestamps of the first CTAs (csrc/stamps.cuh), when built with -DPERSISTENT_TOPK_STAMPS.

@@ -7,8 +7,9 @@ a CUDA-graph replay with the L2 flushed (as the benchmark); "cold+" and "warm+":
 to a graph (L2 flushed) after a trivial kernel, and after a small launch of this kernel that ran
 every path's code, so the cost of fetching cold instructions shows apart from cold data; and a graph
 holding two back-to-back launches (the second runs with warm code and L2).
-Each launch is a call as the op makes it without a plan (the plan kernel, then the kernel).
-PT_QUICK=1 times only the flushed graph ("flush").
+Each launch is a call as the op makes it without a plan (the plan kernel, then the kernel); with
+PT_PLAN_ONCE=1, the kernel alone with a plan made once before (as a decode step's layers call it).
+PT_QUICK=1 times only the flushed graph ("flush"). PT_ROUNDS=n repeats everything n times.
 """
 import os
 import ctypes
@@ -59,7 +60,8 @@ def main():
     warm_logits = torch.randn((9, 131072), generator=gen, device="cuda")
     warm_out = torch.empty((9, K), dtype=torch.int32, device="cuda")
     print(f"{'variant':14s} {'case':26s} {'flush':>8s} {'cold+':>8s} {'warm+':>8s} {'2x':>8s}  exact")
-    for lib_path in sorted(libdir.glob("libpt_*.so")):
+    rounds = int(os.environ.get("PT_ROUNDS", "1"))
+    for lib_path in sorted(libdir.glob("libpt_*.so")) * rounds:
         lib = ctypes.CDLL(str(lib_path))
         if hasattr(lib, "pt_resident") and lib.pt_resident(ctypes.byref(ctas), ctypes.byref(clusters)) == 0:
             print(f"{lib_path.stem}: resident {ctas.value} CTAs, {clusters.value} clusters")
@@ -71,6 +73,11 @@ def main():
         lib.pt_workspace_bytes.argtypes = [ctypes.c_int64, ctypes.c_int64]
         lib.pt_launch.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
                                   ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        plan_once = bool(os.environ.get("PT_PLAN_ONCE")) and hasattr(lib, "pt_select")
+        if plan_once:
+            lib.pt_select.argtypes = lib.pt_launch.argtypes
+            lib.pt_make_plan.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
+                                         ctypes.c_void_p]
         for case_name, logits, lengths, want in data:
             name = lib_path.stem[len("libpt_"):]
             rows, stride = logits.shape
@@ -79,9 +86,14 @@ def main():
 
             warm_ws = torch.zeros(lib.pt_workspace_bytes(9, 131072), dtype=torch.uint8, device="cuda")
 
+            stream = torch.cuda.current_stream().cuda_stream
+            if plan_once:
+                assert lib.pt_make_plan(rows, stride, lengths.data_ptr(), K, ws.data_ptr(), stream) == 0
+
             def launch():
-                rc = lib.pt_launch(logits.data_ptr(), logits.stride(0), rows, stride, lengths.data_ptr(), K,
-                                   out.data_ptr(), ws.data_ptr(), torch.cuda.current_stream().cuda_stream)
+                call = lib.pt_select if plan_once else lib.pt_launch
+                rc = call(logits.data_ptr(), logits.stride(0), rows, stride, lengths.data_ptr(), K, out.data_ptr(),
+                          ws.data_ptr(), torch.cuda.current_stream().cuda_stream)
                 assert rc == 0, rc
 
             def warm_up():
