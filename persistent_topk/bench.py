@@ -357,13 +357,19 @@ def sweep_point(rows: int, k: int, length: int, meter: Meter, gen: torch.Generat
     return {"rows": rows, "k": k, "length": length, "us": round(us, 2), "floor_us": round(floor_us, 2)}
 
 
+def sweep_axes(points: List[Dict]):
+    """The rows, ks and lengths a sweep's points cover, each sorted."""
+    return tuple(sorted({p[key] for p in points}) for key in ("rows", "k", "length"))
+
+
 def print_sweep(points: List[Dict]):
     by_key = {(p["rows"], p["k"], p["length"]): p for p in points}
-    for rows in SWEEP_ROWS:
+    all_rows, ks, lengths = sweep_axes(points)
+    for rows in all_rows:
         print(f"\nrows={rows}: µs (time over floor)")
-        print(f"{'length':>8s}" + "".join(f"{'k=' + str(k):>18s}" for k in SWEEP_KS))
-        for length in SWEEP_LENGTHS:
-            cells = [by_key[(rows, k, length)] for k in SWEEP_KS]
+        print(f"{'length':>8s}" + "".join(f"{'k=' + str(k):>18s}" for k in ks))
+        for length in lengths:
+            cells = [by_key[(rows, k, length)] for k in ks]
             print(f"{length:8d}" + "".join(f"{p['us']:11.2f} ({p['us'] / p['floor_us']:4.2f})" for p in cells))
 
 
@@ -373,7 +379,8 @@ def plot_sweep(points: List[Dict], path: Path, device: str):
         return
     fig, ax = plt.subplots(figsize=(9, 6))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    series = [(rows, k) for rows in SWEEP_ROWS for k in SWEEP_KS]
+    all_rows, ks, all_lengths = sweep_axes(points)
+    series = [(rows, k) for rows in all_rows for k in ks]
     for i, (rows, k) in enumerate(series):
         line = [p for p in points if p["rows"] == rows and p["k"] == k]
         colour = colours[i % len(colours)]
@@ -382,8 +389,8 @@ def plot_sweep(points: List[Dict], path: Path, device: str):
         ax.plot(lengths, [p["floor_us"] for p in line], "--", color=colour,
                 label="floor (dashed, same colour)" if i == 0 else None)
     ax.set_xscale("log", base=2)
-    ax.set_xticks(SWEEP_LENGTHS)
-    ax.set_xticklabels([f"{n // 1024}K" for n in SWEEP_LENGTHS], rotation=45)
+    ax.set_xticks(all_lengths)
+    ax.set_xticklabels([f"{n // 1024}K" for n in all_lengths], rotation=45)
     ax.tick_params(axis="x", which="minor", bottom=False)
     ax.set_yscale("log")
     ax.set_xlabel("row length (logits per row; stride = length)")
@@ -401,12 +408,15 @@ def run_sweep(args, meter: Meter, device: str, out_dir: Path) -> int:
     gen = torch.Generator(device="cuda").manual_seed(args.seed)
     pick = torch.Generator().manual_seed(args.seed)  # which rows the oracle checks
     points = []
-    for rows in SWEEP_ROWS:
-        for k in SWEEP_KS:
-            points += [sweep_point(rows, k, length, meter, gen, pick) for length in SWEEP_LENGTHS]
-            print(f"  rows={rows:3d} k={k:5d}: {len(SWEEP_LENGTHS)} lengths measured", flush=True)
-    write_json(out_dir / "sweep.json", {**record_header(device, args, meter), "points": points})
-    plot_sweep(points, out_dir / "sweep.png", device)
+    for rows in args.sweep_rows:
+        for k in args.sweep_ks:
+            points += [sweep_point(rows, k, length, meter, gen, pick) for length in args.sweep_lengths]
+            print(f"  rows={rows:3d} k={k:5d}: {len(args.sweep_lengths)} lengths measured", flush=True)
+    full = (tuple(args.sweep_rows), tuple(args.sweep_ks), tuple(args.sweep_lengths)) == \
+        (SWEEP_ROWS, SWEEP_KS, SWEEP_LENGTHS)
+    stem = "sweep" if full else "sweep-partial"
+    write_json(out_dir / f"{stem}.json", {**record_header(device, args, meter), "points": points})
+    plot_sweep(points, out_dir / f"{stem}.png", device)
     print_sweep(points)
     return 0
 
@@ -461,6 +471,11 @@ def main(argv=None) -> int:
                         help="only cases whose name contains one of these (writes latest-partial.*)")
     parser.add_argument("--sweep", action="store_true",
                         help="run the length sweep instead of the suite (writes sweep.json and sweep.png)")
+    parser.add_argument("--sweep-rows", nargs="+", type=int, default=list(SWEEP_ROWS),
+                        help="the sweep's row counts (another choice than the default writes sweep-partial.*)")
+    parser.add_argument("--sweep-ks", nargs="+", type=int, default=list(SWEEP_KS), help="the sweep's k values")
+    parser.add_argument("--sweep-lengths", nargs="+", type=int, default=list(SWEEP_LENGTHS),
+                        help="the sweep's row lengths")
     parser.add_argument("--out-dir", default=os.path.join("benchmarks", "results"),
                         help="where the JSON record and plot go (default benchmarks/results)")
     parser.add_argument("--csrc-tree", default=os.environ.get("PERSISTENT_TOPK_CSRC_TREE"),
