@@ -76,8 +76,8 @@ cudaError_t resident_limits(ResidentLimits* limits) {
 //    rows; clusters of 8, or of 16 where the device runs them and slices of 8 would not leave room
 //    for compaction (kTeamSliceKeys);
 //  - many rows: rows longer than a solo CTA holds are team rows; clusters of the smallest size
-//    (among kClusterSizes) whose slices hold a row as long as the stride in shared memory with room
-//    to compact: the most clusters at once, and rows as long as the stride in the fewest rounds.
+//    (among kClusterSizes) whose slices hold a row as long as the stride in shared memory: the most
+//    clusters at once, and rows as long as the stride in the fewest rounds.
 //  - either way a plain launch (no cluster) where the stride leaves no row long enough to split.
 // The grid: min(resident clusters, rows) clusters, else min(resident CTAs, rows) plain CTAs, spread
 // by the hardware over all SMs; a larger grid would only start CTAs with nothing to do.
@@ -91,11 +91,6 @@ struct LaunchShape {
   // form 2^a and 3 x 2^a give rows of every length a team near their size (12 is left out: 16 gives
   // a row of 262,144 room to compact).
   static constexpr int kClusterSizes[] = {2, 3, 4, 6, 8, 16};
-  // Many-row clusters hold a row as long as the stride in slices that leave 2K words of shared memory
-  // behind them for the keys that survive the first digit: a slice that fills it cannot be compacted,
-  // and every later pass runs over all of its keys (64 rows of 98,304 took 46 us on clusters of 4,
-  // whose slices are exactly 24,576 keys, against 42 us for 64 rows of 131,072 on clusters of 6).
-  static constexpr int kManyRowsSliceKeys = Policy::kSmemKeys - 2048;
 
   __host__ static bool few_rows(int64_t rows, const ResidentLimits& resident) {
     return rows <= resident.clusters_of(Policy::kPortableClusterSize);
@@ -106,13 +101,12 @@ struct LaunchShape {
     const int largest = resident.clusters_of(Policy::kMaxClusterSize) >= 1 ? Policy::kMaxClusterSize
                                                                             : Policy::kPortableClusterSize;
     if (few) {
-      const int eight = Policy::kPortableClusterSize;
-      const int slice = TeamSlices::of(static_cast<int>(stride), eight, Policy::kSliceAlign).slice_len;
-      return slice <= Policy::kTeamSliceKeys ? eight : largest;
+      const int slice = TeamSlices::of(static_cast<int>(stride), Policy::kPortableClusterSize, Policy::kSliceAlign).slice_len;
+      return slice <= Policy::kTeamSliceKeys ? Policy::kPortableClusterSize : largest;
     }
     for (int size : kClusterSizes) {
       if (size > largest || resident.clusters_of(size) < 1) continue;
-      if (TeamSlices::of(static_cast<int>(stride), size, Policy::kSliceAlign).slice_len <= kManyRowsSliceKeys) {
+      if (TeamSlices::of(static_cast<int>(stride), size, Policy::kSliceAlign).slice_len <= Policy::kSmemKeys) {
         return size;
       }
     }

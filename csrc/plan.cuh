@@ -189,26 +189,6 @@ constexpr int kPlanWarps = kPlanThreads / 32;
 // Each lane keeps its first few rows' lengths in registers between the plan's passes (a batch of up to
 // 4 x 1024 rows then reads each length from memory once).
 constexpr int kCachedLengths = 4;
-struct LaneLengths {
-  int cached[kCachedLengths];
-  // This lane's j-th row has length n.
-  __device__ __forceinline__ void keep(int j, int n) {
-#pragma unroll
-    for (int c = 0; c < kCachedLengths; ++c) {
-      if (c == j) cached[c] = n;
-    }
-  }
-  // The length of this lane's j-th row (row r).
-  __device__ __forceinline__ int read(int j, const int32_t* planned, int r) const {
-    if (j >= kCachedLengths) return planned[r];  // written by this same lane
-    int n = 0;
-#pragma unroll
-    for (int c = 0; c < kCachedLengths; ++c) {
-      if (c == j) n = cached[c];
-    }
-    return n;
-  }
-};
 // Keys: 2 lists x 128 length classes.
 constexpr int kPlanKeys = 2 * kLengthClasses;
 static_assert(kPlanKeys * kPlanWarps == 8 * kPlanThreads, "the (key, warp) scan gives each thread 8 counts");
@@ -234,18 +214,18 @@ __global__ void __launch_bounds__(kPlanThreads, 1) make_plan_kernel(PlanParams q
   __syncthreads();
   // Each row's live length, and the CTAs every row that needs a selection would take at once after
   // each number of widenings (integer sums: the same whatever order the atomics land in).
-  const auto team_size = [&](int n, int widenings) {
-    return team_size_of(n, q.k, q.min_team_length, q.cluster_size, widenings);
-  };
   uint32_t ctas[PathPolicy::kMaxWidenings + 1] = {};
-  LaneLengths lengths;
+  int cached[kCachedLengths];  // this lane's first lengths, read again below without a round trip
   for (int r = begin + lane, j = 0; r < end; r += 32, ++j) {
     const int n = q.source.window(r).n;
     planned[r] = n;
-    lengths.keep(j, n);
+#pragma unroll
+    for (int c = 0; c < kCachedLengths; ++c) {
+      if (c == j) cached[c] = n;
+    }
     if (n <= q.k) continue;
 #pragma unroll
-    for (int w = 0; w <= PathPolicy::kMaxWidenings; ++w) ctas[w] += team_size(n, w);
+    for (int w = 0; w <= PathPolicy::kMaxWidenings; ++w) ctas[w] += team_size_of(n, q.k, q.min_team_length, q.cluster_size, w);
   }
 #pragma unroll
   for (int w = 0; w <= PathPolicy::kMaxWidenings; ++w) {
@@ -265,8 +245,13 @@ __global__ void __launch_bounds__(kPlanThreads, 1) make_plan_kernel(PlanParams q
     const bool live = r < end;
     const uint32_t lanes = __ballot_sync(0xFFFFFFFFu, live);
     if (live) {
-      const int n = lengths.read(j, planned, r);
-      const int key = plan_key(team_size(n, widenings), n);
+      int n = 0;
+#pragma unroll
+      for (int c = 0; c < kCachedLengths; ++c) {
+        if (c == j) n = cached[c];
+      }
+      if (j >= kCachedLengths) n = planned[r];
+      const int key = plan_key(team_size_of(n, q.k, q.min_team_length, q.cluster_size, widenings), n);
       const uint32_t same = __match_any_sync(lanes, key);
       if (lane == __ffs(same) - 1) counts[key][warp] += __popc(same);
     }
@@ -304,11 +289,16 @@ __global__ void __launch_bounds__(kPlanThreads, 1) make_plan_kernel(PlanParams q
     const bool live = r < end;
     const uint32_t lanes = __ballot_sync(0xFFFFFFFFu, live);
     if (live) {
-      const int n = lengths.read(j, planned, r);
-      const int size = team_size(n, widenings);
-      const int key = plan_key(size, n);
+      int n = 0;
+#pragma unroll
+      for (int c = 0; c < kCachedLengths; ++c) {
+        if (c == j) n = cached[c];
+      }
+      if (j >= kCachedLengths) n = planned[r];
+      const int team_size = team_size_of(n, q.k, q.min_team_length, q.cluster_size, widenings);
+      const int key = plan_key(team_size, n);
       const uint32_t same = __match_any_sync(lanes, key);
-      order[counts[key][warp] + __popc(same & ((1u << lane) - 1u))] = OrderEntry::of(r, size);
+      order[counts[key][warp] + __popc(same & ((1u << lane) - 1u))] = OrderEntry::of(r, team_size);
       __syncwarp(lanes);
       if (lane == __ffs(same) - 1) counts[key][warp] += __popc(same);
     }
