@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "block_select.cuh"
+#include "epilogue.cuh"
 #include "keys.cuh"
 #include "plan.cuh"
 #include "topk_medium.cuh"
@@ -66,11 +67,12 @@ struct Params {
   RowSource source;  // the rows' windows
   int k;
   int by_value;  // sorted=True
-  const int32_t* page_table;  // null unless the page-table transform is fused
-  int64_t page_table_pitch;
-  int page_size;
+  IndexTransform transform;  // how indices are written into out (bare unless a transform is fused)
   int32_t* out;
-  void* values;  // null unless values are wanted
+  int64_t out_pitch;  // elements between rows of out (>= k: out may be a slice of a wider buffer)
+  int32_t* raw_out;   // the bare indices beside a transform, or null
+  int64_t raw_pitch;
+  void* values;  // null unless values are wanted ([rows, k], contiguous)
   // CTAs per cluster (1: a plain launch), chosen on the host from the shape alone (launch.cuh); team
   // rows are those the plan lists as such, each with its team's size.
   int cluster_size;
@@ -98,25 +100,25 @@ struct WorkspaceLayout {
 // Where the free part of the keys buffer starts after n keys (16-byte aligned).
 __device__ __forceinline__ int spare_offset(int n) { return (n + 3) & ~3; }
 
+__device__ __forceinline__ int32_t* row_out(const Params& p, int r) { return p.out + static_cast<int64_t>(r) * p.out_pitch; }
+
 template <typename T>
 __device__ __forceinline__ RowOutput<T> row_output(const Params& p, int r, const RowWindow& w) {
   RowOutput<T> output;
-  output.out = p.out + static_cast<int64_t>(r) * p.k;
+  output.out = row_out(p, r);
+  output.raw = p.raw_out ? p.raw_out + static_cast<int64_t>(r) * p.raw_pitch : nullptr;
   output.values = p.values ? static_cast<T*>(p.values) + static_cast<int64_t>(r) * p.k : nullptr;
   output.row = static_cast<const T*>(p.logits) + static_cast<int64_t>(r) * p.row_pitch + w.start;
-  output.page_table = p.page_table ? p.page_table + static_cast<int64_t>(r) * p.page_table_pitch : nullptr;
-  output.page_size = p.page_size;
+  output.map = p.transform.of_row(r);
   output.by_value = p.by_value != 0;
   return output;
 }
 
-__device__ __forceinline__ IndexSink index_sink(const Params& p, int r) {
-  return IndexSink{p.out + static_cast<int64_t>(r) * p.k};
-}
+__device__ __forceinline__ IndexSink index_sink(const Params& p, int r) { return IndexSink{row_out(p, r)}; }
 
 // Whether finishing a row reads what other CTAs of its team wrote (else rank 0 only pads).
 __device__ __forceinline__ bool finish_reads_output(const Params& p) {
-  return p.by_value != 0 || p.values != nullptr || p.page_table != nullptr;
+  return p.by_value != 0 || p.values != nullptr || p.raw_out != nullptr || p.transform.any();
 }
 
 // Row r (window w) by this CTA's team (a solo row is the one slice of a team of one): its slice into
@@ -167,7 +169,7 @@ __device__ __forceinline__ void write_short_row(const Params& p, int r, const Ro
                                                 const RecordClaim& record_claim) {
   constexpr int kThreads = Policy::kThreads;
   if (!finish_reads_output(p)) {  // indices and padding, nothing to finish
-    ShortRowAgent<kThreads>::run_bare(w.n, p.k, p.out + static_cast<int64_t>(r) * p.k);
+    ShortRowAgent<kThreads>::run_bare(w.n, p.k, row_out(p, r));
     __syncthreads();  // every thread has read what next_row() read of the state
     if (threadIdx.x == 0) record_claim();
     return;
@@ -391,6 +393,10 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
     state.solo_rows = static_cast<uint32_t>(p.rows);
     state.team_claims = 0;
   }
+  // Programmatic dependent launch: all of the above may overlap the previous kernel's tail; nothing
+  // it writes (logits, lengths, plan, the queue's counters) is read before this.
+  wait_for_previous_grid();
+  allow_next_grid();
   for (;;) {
     __syncthreads();  // the previous row's shared state is free; `state` is written
     const NextRow next = next_row(p, state, team, phase);

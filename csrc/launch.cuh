@@ -18,19 +18,37 @@ struct ResidentLimits {
   __host__ int clusters_of(int size) const { return clusters[size]; }
 };
 
+// A launch's attributes: its cluster shape (cluster launches only) and programmatic dependent launch
+// (PDL: the kernel may start while the one ahead of it in the stream finishes; both kernels of this
+// library wait before reading what earlier kernels write, plan.cuh wait_for_previous_grid).
+struct LaunchAttributes {
+  cudaLaunchAttribute items[2];
+  unsigned count = 0;
+  LaunchAttributes(int cluster_size, bool pdl) {
+    if (cluster_size > 1) {
+      cudaLaunchAttribute& cluster = items[count++];
+      cluster.id = cudaLaunchAttributeClusterDimension;
+      cluster.val.clusterDim.x = static_cast<unsigned>(cluster_size);
+      cluster.val.clusterDim.y = 1;
+      cluster.val.clusterDim.z = 1;
+    }
+    if (pdl) {
+      cudaLaunchAttribute& programmatic = items[count++];
+      programmatic.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      programmatic.val.programmaticStreamSerializationAllowed = 1;
+    }
+  }
+};
+
 template <typename T>
-cudaLaunchConfig_t launch_config(int ctas, int cluster_size, cudaStream_t stream, cudaLaunchAttribute* cluster_dims) {
-  cluster_dims->id = cudaLaunchAttributeClusterDimension;
-  cluster_dims->val.clusterDim.x = static_cast<unsigned>(cluster_size);
-  cluster_dims->val.clusterDim.y = 1;
-  cluster_dims->val.clusterDim.z = 1;
+cudaLaunchConfig_t launch_config(int ctas, cudaStream_t stream, LaunchAttributes* attributes) {
   cudaLaunchConfig_t config = {};
   config.gridDim = dim3(static_cast<unsigned>(ctas));
   config.blockDim = dim3(Policy::kThreads);
   config.dynamicSmemBytes = kDynamicSmemBytes;
   config.stream = stream;
-  config.attrs = cluster_dims;
-  config.numAttrs = cluster_size > 1 ? 1 : 0;
+  config.attrs = attributes->items;
+  config.numAttrs = attributes->count;
   return config;
 }
 
@@ -52,8 +70,8 @@ cudaError_t resident_limits(ResidentLimits* limits) {
   limits->ctas = sms * per_sm;
   for (int size = 0; size <= Policy::kMaxClusterSize; ++size) limits->clusters[size] = 0;
   for (int size = Policy::kMinClusterSize; size <= Policy::kMaxClusterSize && status == cudaSuccess; ++size) {
-    cudaLaunchAttribute cluster_dims;
-    const cudaLaunchConfig_t config = launch_config<T>(size, size, nullptr, &cluster_dims);
+    LaunchAttributes cluster(size, /*pdl=*/false);
+    const cudaLaunchConfig_t config = launch_config<T>(size, nullptr, &cluster);
     int clusters = 0;
     const cudaError_t query = cudaOccupancyMaxActiveClusters(&clusters, persistent_topk_kernel<T>, &config);
     if (query != cudaSuccess) {
@@ -121,23 +139,30 @@ struct LaunchShape {
 };
 
 // The plan for `source`'s rows (PlanParams::plan must point at PlanLayout::bytes(rows)), made for the
-// launch of this shape: one small kernel, capturable, no host sync.
-inline cudaError_t launch_make_plan(PlanParams q, const ResidentLimits& resident, cudaStream_t stream) {
+// launch of this shape: one small kernel, capturable, no host sync. pdl: may overlap the kernel ahead.
+inline cudaError_t launch_make_plan(PlanParams q, const ResidentLimits& resident, bool pdl, cudaStream_t stream) {
   const LaunchShape shape = LaunchShape::of(q.rows, q.source.stride, resident);
   q.cluster_size = shape.cluster_size;
   q.capacity = shape.ctas();
   q.min_team_length = shape.min_team_length;
-  make_plan_kernel<<<1, kPlanThreads, 0, stream>>>(q);
-  return cudaGetLastError();
+  LaunchAttributes attributes(1, pdl);
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(1);
+  config.blockDim = dim3(kPlanThreads);
+  config.stream = stream;
+  config.attrs = attributes.items;
+  config.numAttrs = attributes.count;
+  return cudaLaunchKernelEx(&config, make_plan_kernel, q);
 }
 
-// Launch for `p` (p.cluster_size is set here; p.plan must hold a plan made for this shape).
+// Launch for `p` (p.cluster_size is set here; p.plan must hold a plan made for this shape). pdl: may
+// overlap the kernel ahead in the stream (always safe behind this library's own plan kernel).
 template <typename T>
-cudaError_t launch_persistent_topk(Params p, const ResidentLimits& resident, cudaStream_t stream) {
+cudaError_t launch_persistent_topk(Params p, const ResidentLimits& resident, bool pdl, cudaStream_t stream) {
   const LaunchShape shape = LaunchShape::of(p.rows, p.source.stride, resident);
   p.cluster_size = shape.cluster_size;
-  cudaLaunchAttribute cluster_dims;
-  const cudaLaunchConfig_t config = launch_config<T>(shape.ctas(), shape.cluster_size, stream, &cluster_dims);
+  LaunchAttributes attributes(shape.cluster_size, pdl);
+  const cudaLaunchConfig_t config = launch_config<T>(shape.ctas(), stream, &attributes);
   return cudaLaunchKernelEx(&config, persistent_topk_kernel<T>, p);
 }
 

@@ -29,8 +29,8 @@ ResidentLimits limits_for_device(int device) {
 }
 
 template <typename T>
-void launch(const Params& params, int device, cudaStream_t stream) {
-  C10_CUDA_CHECK(launch_persistent_topk<T>(params, limits_for_device<T>(device), stream));
+void launch(const Params& params, int device, bool pdl, cudaStream_t stream) {
+  C10_CUDA_CHECK(launch_persistent_topk<T>(params, limits_for_device<T>(device), pdl, stream));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -71,26 +71,27 @@ void check_windows(const at::Tensor& bounds, const c10::optional<at::Tensor>& ro
                    int64_t next_n, int64_t rows) {
   TORCH_CHECK(bounds.is_cuda() && bounds.scalar_type() == at::kInt && bounds.is_contiguous(),
               "bounds: expected contiguous int32 on the GPU");
-  TORCH_CHECK(window_mode >= kWindowLengths && window_mode <= kWindowPrefill, "window_mode: out of range");
+  TORCH_CHECK(window_mode >= kWindowLengths && window_mode <= kWindowStarts, "window_mode: out of range");
   if (window_mode == kWindowDecode) {
     TORCH_CHECK(next_n >= 1 && bounds.numel() * next_n == rows, "seq_lens: size does not match rows / next_n");
   } else {
     TORCH_CHECK(bounds.numel() == rows, "lengths: expected one entry per row");
   }
-  if (window_mode == kWindowPrefill) {
+  if (window_mode == kWindowPrefill || window_mode == kWindowStarts) {
     TORCH_CHECK(row_starts.has_value() && row_starts->numel() == rows && row_starts->is_contiguous() &&
                     row_starts->scalar_type() == at::kInt, "row_starts: expected contiguous int32, one per row");
   }
 }
 
 // The plan kernel (plan.cuh) for `rows` rows of `stride` columns into plan (PlanLayout::bytes(rows)).
-void launch_plan(const RowSource& source, int64_t rows, int64_t k, void* plan, int device, cudaStream_t stream) {
+void launch_plan(const RowSource& source, int64_t rows, int64_t k, void* plan, int device, bool pdl,
+                 cudaStream_t stream) {
   PlanParams q{};
   q.source = source;
   q.rows = static_cast<int>(rows);
   q.k = static_cast<int>(k);
   q.plan = plan;
-  C10_CUDA_CHECK(launch_make_plan(q, limits_for_device<float>(device), stream));
+  C10_CUDA_CHECK(launch_make_plan(q, limits_for_device<float>(device), pdl, stream));
 }
 
 // make_plan: the plan of these windows, for launches of (rows, stride, k), into `plan` (uint8, at
@@ -106,18 +107,62 @@ void make_plan(const at::Tensor& bounds, const c10::optional<at::Tensor>& row_st
               "plan: expected a contiguous uint8 buffer of ", PlanLayout::bytes(rows), " bytes on the lengths' device");
   const c10::cuda::CUDAGuard guard(bounds.device());
   launch_plan(row_source(bounds, row_starts, window_mode, next_n, stride), rows, k, plan.data_ptr(),
-              bounds.get_device(), c10::cuda::getCurrentCUDAStream());
+              bounds.get_device(), /*pdl=*/false, c10::cuda::getCurrentCUDAStream());
+}
+
+void check_row_vector(const c10::optional<at::Tensor>& t, int64_t rows, const char* name) {
+  if (!t.has_value()) return;
+  TORCH_CHECK(t->is_cuda() && t->scalar_type() == at::kInt && t->is_contiguous() && t->numel() == rows, name,
+              ": expected contiguous int32 on the GPU, one per row");
+}
+
+void check_index_out(const at::Tensor& t, int64_t rows, int64_t k, const char* name) {
+  TORCH_CHECK(t.is_cuda() && t.scalar_type() == at::kInt && t.dim() == 2 && t.size(0) == rows && t.size(1) == k &&
+                  (k <= 1 || t.stride(1) == 1) && (rows <= 1 || t.stride(0) >= k), name,
+              ": expected a (rows, k) int32 tensor with contiguous rows");
+}
+
+// The index transform of a call (epilogue.cuh), checked so that no table read can leave the table.
+IndexTransform index_transform(const c10::optional<at::Tensor>& page_table, int64_t page_size,
+                               const c10::optional<at::Tensor>& row_to_table, int64_t rows_per_table,
+                               const c10::optional<at::Tensor>& page_table_starts,
+                               const c10::optional<at::Tensor>& offsets, int64_t rows) {
+  IndexTransform t{};
+  t.rows_per_table = 1;
+  t.page_size = 1;
+  check_row_vector(offsets, rows, "offsets");
+  t.offsets = offsets.has_value() ? offsets->data_ptr<int32_t>() : nullptr;
+  if (!page_table.has_value()) return t;
+  TORCH_CHECK(!offsets.has_value(), "offsets: a call takes a page table or offsets, not both");
+  TORCH_CHECK(page_table->is_cuda() && page_table->scalar_type() == at::kInt && page_table->dim() == 2 &&
+                  (page_table->size(1) <= 1 || page_table->stride(1) == 1) && page_table->size(0) < INT_MAX &&
+                  page_table->size(1) < INT_MAX, "page_table: expected a 2-D int32 tensor with contiguous rows");
+  TORCH_CHECK(page_size >= 1 && page_size < INT_MAX, "page_size: out of range");
+  TORCH_CHECK(rows_per_table >= 1 && rows_per_table < INT_MAX, "rows_per_table: out of range");
+  check_row_vector(row_to_table, rows, "row_to_table");
+  check_row_vector(page_table_starts, rows, "page_table_starts");
+  t.page_table = page_table->data_ptr<int32_t>();
+  t.page_table_pitch = page_table->stride(0);
+  t.page_table_rows = static_cast<int>(page_table->size(0));
+  t.page_table_width = static_cast<int>(page_table->size(1));
+  t.page_size = static_cast<int>(page_size);
+  t.row_to_table = row_to_table.has_value() ? row_to_table->data_ptr<int32_t>() : nullptr;
+  t.rows_per_table = static_cast<int>(rows_per_table);
+  t.page_table_starts = page_table_starts.has_value() ? page_table_starts->data_ptr<int32_t>() : nullptr;
+  return t;
 }
 
 // Python (persistent_topk/ops.py) has checked types, shapes and devices; this re-checks what a
 // mistake here would turn into an out-of-bounds access. Without a plan, the op's own plan is made
-// first in the workspace (a second launch).
+// first in the workspace (a second launch, which the kernel may overlap: PDL behind its own plan).
 void select_rows(const at::Tensor& logits, const at::Tensor& bounds, const c10::optional<at::Tensor>& row_starts,
                  int64_t window_mode, int64_t next_n, int64_t k, bool by_value,
-                 const c10::optional<at::Tensor>& page_table, int64_t page_size, at::Tensor& out,
-                 const c10::optional<at::Tensor>& values, const c10::optional<at::Tensor>& plan,
-                 const c10::optional<at::Tensor>& workspace, int64_t workspace_rows, int64_t workspace_stride,
-                 int64_t workspace_k) {
+                 const c10::optional<at::Tensor>& page_table, int64_t page_size,
+                 const c10::optional<at::Tensor>& row_to_table, int64_t rows_per_table,
+                 const c10::optional<at::Tensor>& page_table_starts, const c10::optional<at::Tensor>& offsets,
+                 at::Tensor& out, const c10::optional<at::Tensor>& values, const c10::optional<at::Tensor>& raw_out,
+                 const c10::optional<at::Tensor>& plan, const c10::optional<at::Tensor>& workspace,
+                 int64_t workspace_rows, int64_t workspace_stride, int64_t workspace_k, bool pdl) {
   TORCH_CHECK(logits.is_cuda() && logits.dim() == 2, "logits: expected a 2-D CUDA tensor");
   TORCH_CHECK(logits.size(1) <= 1 || logits.stride(1) == 1, "logits: the last dimension must be contiguous");
   TORCH_CHECK(logits.size(0) <= OrderEntry::kMaxRows && logits.size(1) < INT_MAX,
@@ -125,10 +170,10 @@ void select_rows(const at::Tensor& logits, const at::Tensor& bounds, const c10::
   TORCH_CHECK(k >= 1 && k < INT_MAX, "k: out of range");
   TORCH_CHECK(!by_value || k <= Policy::kMaxSortedK, "k: sorted=True supports k <= ", Policy::kMaxSortedK,
               " on CUDA, got ", k);
-  TORCH_CHECK(out.scalar_type() == at::kInt && out.is_contiguous() && out.size(0) == logits.size(0) &&
-                  out.size(1) == k, "out: expected a contiguous (rows, k) int32 tensor");
-  TORCH_CHECK(workspace.has_value(), "workspace: required for CUDA tensors");
   const int64_t rows = logits.size(0), stride = logits.size(1);
+  check_index_out(out, rows, k, "out");
+  if (raw_out.has_value()) check_index_out(*raw_out, rows, k, "raw_indices");
+  TORCH_CHECK(workspace.has_value(), "workspace: required for CUDA tensors");
   TORCH_CHECK(rows <= workspace_rows && stride <= workspace_stride && k <= workspace_k, "workspace: sized for ",
               workspace_rows, " rows x ", workspace_stride, " columns, k=", workspace_k, "; this call has ", rows,
               " x ", stride, ", k=", k);
@@ -139,11 +184,8 @@ void select_rows(const at::Tensor& logits, const at::Tensor& bounds, const c10::
     TORCH_CHECK(values->scalar_type() == logits.scalar_type() && values->is_contiguous() &&
                     values->numel() == rows * k, "values: expected a contiguous (rows, k) tensor of logits' dtype");
   }
-  if (page_table.has_value()) {
-    TORCH_CHECK(page_table->scalar_type() == at::kInt && page_table->size(0) == rows &&
-                    (page_table->size(1) <= 1 || page_table->stride(1) == 1) &&
-                    page_table->size(1) * page_size >= stride, "page_table: expected (rows, pages) int32 covering stride");
-  }
+  const IndexTransform transform =
+      index_transform(page_table, page_size, row_to_table, rows_per_table, page_table_starts, offsets, rows);
   if (plan.has_value()) {
     TORCH_CHECK(plan->is_cuda() && plan->scalar_type() == at::kByte && plan->is_contiguous() &&
                     plan->numel() >= PlanLayout::bytes(rows), "plan: expected a plan buffer for ", rows, " rows");
@@ -157,10 +199,11 @@ void select_rows(const at::Tensor& logits, const at::Tensor& bounds, const c10::
   params.source = row_source(bounds, row_starts, window_mode, next_n, stride);
   params.k = static_cast<int>(k);
   params.by_value = by_value ? 1 : 0;
-  params.page_table = page_table.has_value() ? page_table->data_ptr<int32_t>() : nullptr;
-  params.page_table_pitch = page_table.has_value() ? page_table->stride(0) : 0;
-  params.page_size = static_cast<int>(page_size);
+  params.transform = transform;
   params.out = out.data_ptr<int32_t>();
+  params.out_pitch = rows > 1 ? out.stride(0) : k;
+  params.raw_out = raw_out.has_value() ? raw_out->data_ptr<int32_t>() : nullptr;
+  params.raw_pitch = raw_out.has_value() && rows > 1 ? raw_out->stride(0) : k;
   params.values = values.has_value() ? values->data_ptr() : nullptr;
   params.queue = reinterpret_cast<uint32_t*>(workspace->data_ptr<uint8_t>());
 
@@ -168,12 +211,13 @@ void select_rows(const at::Tensor& logits, const at::Tensor& bounds, const c10::
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int device = logits.get_device();
   void* plan_buffer = plan.has_value() ? plan->data_ptr() : WorkspaceLayout::own_plan(workspace->data_ptr());
-  if (!plan.has_value()) launch_plan(params.source, rows, k, plan_buffer, device, stream);
+  if (!plan.has_value()) launch_plan(params.source, rows, k, plan_buffer, device, pdl, stream);
   params.plan = PlanView::of(plan_buffer, params.rows);
+  const bool kernel_pdl = pdl || !plan.has_value();  // behind its own plan kernel, always
   switch (logits.scalar_type()) {
-    case at::kFloat: launch<float>(params, device, stream); break;
-    case at::kBFloat16: launch<__nv_bfloat16>(params, device, stream); break;
-    case at::kHalf: launch<__half>(params, device, stream); break;
+    case at::kFloat: launch<float>(params, device, kernel_pdl, stream); break;
+    case at::kBFloat16: launch<__nv_bfloat16>(params, device, kernel_pdl, stream); break;
+    case at::kHalf: launch<__half>(params, device, kernel_pdl, stream); break;
     default: TORCH_CHECK(false, "logits: expected float32, bfloat16 or float16, got ", logits.scalar_type());
   }
 }

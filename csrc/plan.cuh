@@ -13,7 +13,17 @@
 
 namespace persistent_topk {
 
-enum WindowMode : int { kWindowLengths = 0, kWindowDecode = 1, kWindowPrefill = 2 };
+// Row windows (persistent_topk/plan.py MODE_*): lengths from column 0; decode's seq_lens and next_n;
+// prefill's row starts and ends; row starts and lengths counted from them.
+enum WindowMode : int { kWindowLengths = 0, kWindowDecode = 1, kWindowPrefill = 2, kWindowStarts = 3 };
+
+// Programmatic dependent launch (PDL). A kernel launched with the programmatic-serialization attribute
+// may start before the kernel ahead of it in the stream has finished; it waits here before it reads
+// anything that kernel may write. Without the attribute this returns at once.
+__device__ __forceinline__ void wait_for_previous_grid() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+// Lets the next kernel, if launched with PDL, start its prologue now (it still waits for this grid to
+// finish before reading what it writes).
+__device__ __forceinline__ void allow_next_grid() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
 
 // Row r's valid window [start, start + n) of its logits row, clamped to [0, stride) as SPEC §3 says:
 // negative lengths are empty rows, lengths past the row end are cut.
@@ -27,7 +37,7 @@ struct RowWindow {
 // windows. 64-bit arithmetic, so that no bound a caller passes can overflow.
 struct RowSource {
   const int32_t* bounds;      // lengths, seq_lens or row_ends (see WindowMode)
-  const int32_t* row_starts;  // kWindowPrefill only
+  const int32_t* row_starts;  // kWindowPrefill and kWindowStarts only
   int window_mode;
   int next_n;
   int stride;  // columns per row (SPEC's stride): windows are clamped to it
@@ -37,10 +47,10 @@ struct RowSource {
     int64_t start = 0, length;
     if (window_mode == kWindowDecode) {
       length = static_cast<int64_t>(__ldg(bounds + r / next_n)) - next_n + (r % next_n) + 1;
-    } else if (window_mode == kWindowPrefill) {
+    } else if (window_mode == kWindowPrefill || window_mode == kWindowStarts) {
       const int32_t row_start = __ldg(row_starts + r);
       start = row_start < 0 ? 0 : (row_start > stride ? stride : row_start);
-      length = static_cast<int64_t>(__ldg(bounds + r)) - row_start;
+      length = static_cast<int64_t>(__ldg(bounds + r)) - (window_mode == kWindowPrefill ? row_start : 0);
     } else {
       length = __ldg(bounds + r);
     }
@@ -212,6 +222,10 @@ __global__ void __launch_bounds__(kPlanThreads, 1) make_plan_kernel(PlanParams q
   for (int i = threadIdx.x; i < kPlanKeys * kPlanWarps; i += kPlanThreads) flat[i] = 0;
   if (threadIdx.x <= PathPolicy::kMaxWidenings) ctas_if_widened[threadIdx.x] = 0;
   __syncthreads();
+  // PDL: the lengths (and the plan buffer, which a top-k kernel still running may read) are the
+  // previous kernels'; the top-k kernel behind this one may start its prologue.
+  wait_for_previous_grid();
+  allow_next_grid();
   // Each row's live length, and the CTAs every row that needs a selection would take at once after
   // each number of widenings (integer sums: the same whatever order the atomics land in).
   uint32_t ctas[PathPolicy::kMaxWidenings + 1] = {};

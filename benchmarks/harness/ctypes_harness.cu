@@ -26,8 +26,8 @@ static Params params_of(const float* logits, int64_t row_pitch, int rows, int st
   p.rows = rows;
   p.source = RowSource{lengths, nullptr, kWindowLengths, 1, stride};
   p.k = k;
-  p.page_size = 1;
   p.out = out;
+  p.out_pitch = k;
   p.queue = static_cast<uint32_t*>(workspace);
   p.plan = PlanView::of(WorkspaceLayout::own_plan(workspace), rows);
   return p;
@@ -41,16 +41,21 @@ extern "C" int pt_make_plan(int rows, int stride, const int32_t* lengths, int k,
   q.rows = rows;
   q.k = k;
   q.plan = WorkspaceLayout::own_plan(workspace);
-  const cudaError_t status = launch_make_plan(q, resident(), static_cast<cudaStream_t>(stream));
+  const cudaError_t status = launch_make_plan(q, resident(), /*pdl=*/false, static_cast<cudaStream_t>(stream));
   return static_cast<int>(status != cudaSuccess ? status : cudaGetLastError());
 }
+
+// Whether pt_select launches with programmatic dependent launch (the op's pdl=; behind pt_make_plan the
+// op always does).
+static bool launch_pdl = true;
+extern "C" void pt_set_pdl(int on) { launch_pdl = on != 0; }
 
 // The persistent kernel alone, with the plan pt_make_plan left in the workspace.
 extern "C" int pt_select(const float* logits, int64_t row_pitch, int rows, int stride, const int32_t* lengths, int k,
                          int32_t* out, void* workspace, void* stream) {
   if (resident().ctas == 0) return -1;
   const Params p = params_of(logits, row_pitch, rows, stride, lengths, k, out, workspace);
-  const cudaError_t status = launch_persistent_topk<float>(p, resident(), static_cast<cudaStream_t>(stream));
+  const cudaError_t status = launch_persistent_topk<float>(p, resident(), launch_pdl, static_cast<cudaStream_t>(stream));
   return static_cast<int>(status != cudaSuccess ? status : cudaGetLastError());
 }
 
