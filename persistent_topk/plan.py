@@ -28,6 +28,7 @@ _STATUS_WORD = 6
 MODE_LENGTHS = 0   # bounds = lengths[rows]; start 0
 MODE_DECODE = 1    # bounds = seq_lens[rows / next_n]; n = seq_lens[r // next_n] - next_n + r % next_n + 1
 MODE_PREFILL = 2   # bounds = row_ends[rows], row_starts[rows]; n = row_ends[r] - row_starts[r]
+MODE_STARTS = 3    # bounds = lengths[rows], row_starts[rows]; the window [row_starts[r], row_starts[r] + n)
 
 
 @dataclass
@@ -77,19 +78,21 @@ def _check_int(name, value, low):
 
 
 def make_plan(lengths: torch.Tensor, stride: int, k: int, *, workspace=None, next_n: int = 1,
-              row_starts: Optional[torch.Tensor] = None) -> TopKPlan:
+              row_starts: Optional[torch.Tensor] = None, ends: bool = False) -> TopKPlan:
     """Plan one decode step's calls from the row lengths, on their device, without a host sync.
 
     Args:
         lengths: int32 [rows] valid columns per row (as ``top_k_per_row`` takes them). With
             ``next_n > 1`` these are decode's ``seq_lens`` [rows / next_n] instead; with ``row_starts``
-            they are prefill's ``row_ends``.
+            and ``ends=True`` they are prefill's ``row_ends``.
         stride: the logits width of the calls (columns per row).
         k: the calls' k.
         workspace: a :class:`Workspace` sized for the calls; the plan goes into its plan buffer (no
             allocation, so the call can be captured in a CUDA graph). One plan per workspace at a time.
             Without one, the plan gets a buffer of its own.
-        next_n, row_starts: the decode and prefill windows, as the ops take them.
+        next_n, row_starts, ends: the windows, as the ops take them: ``next_n`` as
+            top_k_per_row_decode; ``row_starts`` as top_k_per_row(row_starts=) (lengths counted from
+            the starts) or, with ``ends=True``, as top_k_per_row_prefill (row_ends).
     Returns:
         A :class:`TopKPlan` for calls of exactly this (rows, stride, k).
     """
@@ -100,6 +103,10 @@ def make_plan(lengths: torch.Tensor, stride: int, k: int, *, workspace=None, nex
     _check_int("stride", stride, 0)
     _check_int("k", k, 1)
     _check_int("next_n", next_n, 1)
+    if not isinstance(ends, bool):
+        raise TypeError(f"ends: expected a bool, got {type(ends).__name__}")
+    if ends and row_starts is None:
+        raise ValueError("ends: row ends need row_starts (prefill windows)")
     if row_starts is not None:
         if next_n != 1:
             raise ValueError("row_starts: prefill windows take no next_n")
@@ -107,10 +114,13 @@ def make_plan(lengths: torch.Tensor, stride: int, k: int, *, workspace=None, nex
                 row_starts.shape != lengths.shape or row_starts.device != lengths.device:
             raise ValueError("row_starts: expected int32 [rows] on the lengths' device, one per row")
     rows = lengths.numel() * next_n
-    mode = MODE_PREFILL if row_starts is not None else (MODE_DECODE if next_n > 1 else MODE_LENGTHS)
+    if row_starts is not None:
+        mode = MODE_PREFILL if ends else MODE_STARTS
+    else:
+        mode = MODE_DECODE if next_n > 1 else MODE_LENGTHS
     device = lengths.device
     if device.type != "cuda":
-        return TopKPlan(rows, stride, k, device, None, clamped_lengths(lengths, stride, next_n, row_starts),
+        return TopKPlan(rows, stride, k, device, None, clamped_lengths(lengths, stride, next_n, row_starts, mode=mode),
                         torch.zeros(1, dtype=torch.int32))
     if rows == 0:
         raise ValueError("lengths: a plan needs at least one row")
@@ -132,13 +142,14 @@ def make_plan(lengths: torch.Tensor, stride: int, k: int, *, workspace=None, nex
 
 
 def clamped_lengths(bounds: torch.Tensor, stride: int, next_n: int = 1,
-                    row_starts: Optional[torch.Tensor] = None) -> torch.Tensor:
+                    row_starts: Optional[torch.Tensor] = None, mode: Optional[int] = None) -> torch.Tensor:
     """int32 [rows]: each row's window length n, clamped as the kernel clamps it (csrc/plan.cuh,
-    RowSource::window): a start in [0, stride], then n in [0, stride - start]."""
+    RowSource::window): a start in [0, stride], then n in [0, stride - start]. With row_starts the
+    bounds are row ends (MODE_PREFILL, the default then) or lengths (MODE_STARTS)."""
     bounds = bounds.to(torch.int64)
     start = torch.zeros_like(bounds)
     if row_starts is not None:
-        length = bounds - row_starts.to(torch.int64)
+        length = bounds if mode == MODE_STARTS else bounds - row_starts.to(torch.int64)
         start = row_starts.to(torch.int64).clamp(0, stride)
     elif next_n == 1:
         length = bounds

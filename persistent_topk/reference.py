@@ -120,11 +120,38 @@ def gather_values(logits: torch.Tensor, starts: torch.Tensor, indices: torch.Ten
     return torch.where(indices >= 0, bits, minus_inf).view(logits.dtype)
 
 
-def page_table_transform(indices: torch.Tensor, page_table: torch.Tensor, page_size: int) -> torch.Tensor:
-    """page_table[r, idx // page_size] * page_size + idx % page_size, keeping -1 padding."""
-    safe = indices.clamp(min=0)
-    pages = page_table.to(torch.int64).gather(1, (safe // page_size).clamp(max=page_table.shape[1] - 1))
-    return torch.where(indices >= 0, pages * page_size + safe % page_size, indices)
+def page_table_transform(indices: torch.Tensor, page_table: torch.Tensor, page_size: int,
+                         table_rows: Optional[torch.Tensor] = None,
+                         entry_starts: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Each index idx of row r written as the KV-cache slot of its page, -1 padding kept:
+
+        page_table[t, e] * page_size + idx % page_size,  t = table_rows[r], e = entry_starts[r] + idx // page_size
+
+    (t = r and e = idx // page_size by default). The table-coverage rule of SPEC §2 (docs/integration.md):
+    an index whose table row t or entry e lies outside the table is written as -1; nothing outside the
+    table is read.
+    """
+    rows = indices.shape[0]
+    tables, width = page_table.shape
+    if table_rows is None:
+        table_rows = torch.arange(rows, device=indices.device)
+    table_rows = table_rows.to(torch.int64).reshape(rows, 1)
+    entries = indices.clamp(min=0) // page_size
+    if entry_starts is not None:
+        entries = entries + entry_starts.to(torch.int64).reshape(rows, 1)
+    covered = (indices >= 0) & (table_rows >= 0) & (table_rows < tables) & (entries >= 0) & (entries < width)
+    if tables == 0 or width == 0:
+        return torch.full_like(indices, -1)
+    flat = (table_rows.clamp(0, tables - 1) * width + entries.clamp(0, width - 1)).reshape(-1)
+    pages = page_table.to(torch.int64).reshape(-1)[flat].reshape(indices.shape)
+    slots = (pages * page_size + indices.clamp(min=0) % page_size).to(torch.int32).to(torch.int64)  # int32 wrap
+    return torch.where(covered, slots, torch.full_like(indices, -1))
+
+
+def offset_transform(indices: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """The ragged transform: idx + offsets[r] (int32 arithmetic), -1 padding kept."""
+    shifted = (indices + offsets.to(torch.int64).reshape(-1, 1)).to(torch.int32).to(torch.int64)
+    return torch.where(indices >= 0, shifted, indices)
 
 
 def reference_topk(
@@ -136,8 +163,15 @@ def reference_topk(
     sorted: bool = False,
     page_table: Optional[torch.Tensor] = None,
     page_size: int = 1,
+    table_rows: Optional[torch.Tensor] = None,
+    entry_starts: Optional[torch.Tensor] = None,
+    offsets: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(indices int32 rows x k, values logits.dtype rows x k): the whole of SPEC §3 for one call."""
+    """(indices int32 rows x k, values logits.dtype rows x k): the whole of SPEC §3 for one call.
+
+    Indices are relative to each row's start; with ``page_table`` they go through
+    page_table_transform, with ``offsets`` through offset_transform (the bare ones are what the same
+    call without either returns)."""
     rows, stride = logits.shape
     if starts is None:
         starts = torch.zeros(rows, dtype=torch.int64, device=logits.device)
@@ -145,5 +179,9 @@ def reference_topk(
     indices = select_rows(logits, starts, lengths, k, sorted)
     values = gather_values(logits, starts, indices)
     if page_table is not None:
-        indices = page_table_transform(indices, page_table.to(logits.device), page_size)
+        indices = page_table_transform(indices, page_table.to(logits.device), page_size,
+                                       None if table_rows is None else table_rows.to(logits.device),
+                                       None if entry_starts is None else entry_starts.to(logits.device))
+    elif offsets is not None:
+        indices = offset_transform(indices, offsets.to(logits.device))
     return indices.to(torch.int32), values

@@ -35,7 +35,22 @@ def _ok():
     (lambda x, n: pt.top_k_per_row_decode(x, n, 0), ValueError, "next_n"),
     (lambda x, n: pt.top_k_per_row_prefill(x, n, n.long()), TypeError, "row_ends"),
     (lambda x, n: pt.top_k_per_row_prefill(x, n[:1], n), ValueError, "row_starts"),
-    (lambda x, n: pt.top_k_page_table_transform(x, n, torch.zeros(3, 1, dtype=I32), 64), ValueError, "page_table"),
+    (lambda x, n: pt.top_k_page_table_transform(x, n, torch.zeros(3, 2, 2, dtype=I32), 64), ValueError, "page_table"),
+    (lambda x, n: pt.top_k_page_table_transform(x, n, torch.zeros(3, 2, dtype=I32), 64, row_to_table=n[:2]),
+     ValueError, "row_to_table"),
+    (lambda x, n: pt.top_k_page_table_transform(x, n, torch.zeros(3, 2, dtype=I32), 64, page_table_starts=n.long()),
+     TypeError, "page_table_starts"),
+    (lambda x, n: pt.top_k_page_table_transform(x, n, torch.zeros(3, 2, dtype=I32), 64, row_starts=n[:1]),
+     ValueError, "row_starts"),
+    (lambda x, n: pt.top_k_page_table_transform(x, n, torch.zeros(3, 2, dtype=I32), 64, k=8,
+                                                raw_indices=torch.empty(3, 9, dtype=I32)), ValueError, "raw_indices"),
+    (lambda x, n: pt.top_k_ragged_transform(x, n, n[:2]), ValueError, "offsets"),
+    (lambda x, n: pt.top_k_ragged_transform(x, n, n.float()), TypeError, "offsets"),
+    (lambda x, n: pt.top_k_per_row_decode(x, n, 1, page_table=torch.zeros(2, 4, dtype=I32)), ValueError, "page_table"),
+    (lambda x, n: pt.top_k_per_row_decode(x, n, 1, raw_indices=torch.zeros(3, 2048, dtype=I32)), ValueError,
+     "raw_indices"),
+    (lambda x, n: pt.top_k_per_row(x, n, 8, row_starts=n.long()), TypeError, "row_starts"),
+    (lambda x, n: pt.make_plan(n, 100, 8, ends=True), ValueError, "ends"),
     (lambda x, n: pt.top_k_page_table_transform(x, n, torch.zeros(3, 2, dtype=I32), 0), ValueError, "page_size"),
     (lambda x, n: pt.top_k_page_table_transform(x, n, torch.zeros(2, 2, dtype=I32), 64), ValueError, "page_table"),
     (lambda x, n: pt.top_k_page_table_transform(x, n, torch.zeros(3, 2), 64), TypeError, "page_table"),
@@ -127,7 +142,7 @@ def test_plan_windows_match_the_ops():
     assert decode.rows == 6 and decode.cpu_lengths.tolist() == [4, 5, 0, 1, 5000, 5000]
     starts = torch.tensor([-5, 10, 6000], dtype=I32)
     ends = torch.tensor([100, 5, 7000], dtype=I32)
-    prefill = pt.make_plan(ends, 5000, 64, row_starts=starts)
+    prefill = pt.make_plan(ends, 5000, 64, row_starts=starts, ends=True)
     assert prefill.cpu_lengths.tolist() == [105, 0, 0]
     x = torch.randn(6, 5000)
     pt.top_k_per_row_decode(x, seq, 2, 64, plan=decode)

@@ -447,7 +447,7 @@ def test_plan_for_decode_and_prefill_windows(gen):
     starts = torch.randint(-5, stride, (20,), generator=gen).to(I32)
     ends = (starts + torch.randint(-100, 50_000, (20,), generator=gen)).to(I32)
     logits = make_logits("ties", 20, stride, torch.float32, gen, device="cuda")
-    plan = pt.make_plan(ends.cuda(), stride, k, row_starts=starts.cuda())
+    plan = pt.make_plan(ends.cuda(), stride, k, row_starts=starts.cuda(), ends=True)
     out = pt.top_k_per_row_prefill(logits, starts.cuda(), ends.cuda(), k, plan=plan)
     want, _ = reference.reference_topk(logits.cpu(), ends - starts, k, starts=starts)
     assert_same(out, want, "prefill with a plan")
