@@ -199,6 +199,27 @@ constexpr int kPlanWarps = kPlanThreads / 32;
 // Each lane keeps its first few rows' lengths in registers between the plan's passes (a batch of up to
 // 4 x 1024 rows then reads each length from memory once).
 constexpr int kCachedLengths = 4;
+
+// A lane's j-th row length (j counts the lane's rows: r = begin + lane + 32 j): in registers for the
+// first kCachedLengths, read back from the plan (written by this same lane) for the rest. The unrolled
+// compare-and-select keeps the array in registers (a dynamic index would put it in local memory).
+struct LaneLengths {
+  int cached[kCachedLengths];
+  __device__ __forceinline__ void keep(int j, int n) {
+#pragma unroll
+    for (int c = 0; c < kCachedLengths; ++c) {
+      if (c == j) cached[c] = n;
+    }
+  }
+  __device__ __forceinline__ int get(int j, const int32_t* planned, int r) const {
+    int n = 0;
+#pragma unroll
+    for (int c = 0; c < kCachedLengths; ++c) {
+      if (c == j) n = cached[c];
+    }
+    return j < kCachedLengths ? n : planned[r];
+  }
+};
 // Keys: 2 lists x 128 length classes.
 constexpr int kPlanKeys = 2 * kLengthClasses;
 static_assert(kPlanKeys * kPlanWarps == 8 * kPlanThreads, "the (key, warp) scan gives each thread 8 counts");
@@ -229,14 +250,11 @@ __global__ void __launch_bounds__(kPlanThreads, 1) make_plan_kernel(PlanParams q
   // Each row's live length, and the CTAs every row that needs a selection would take at once after
   // each number of widenings (integer sums: the same whatever order the atomics land in).
   uint32_t ctas[PathPolicy::kMaxWidenings + 1] = {};
-  int cached[kCachedLengths];  // this lane's first lengths, read again below without a round trip
+  LaneLengths lengths;  // read again below without a round trip
   for (int r = begin + lane, j = 0; r < end; r += 32, ++j) {
     const int n = q.source.window(r).n;
     planned[r] = n;
-#pragma unroll
-    for (int c = 0; c < kCachedLengths; ++c) {
-      if (c == j) cached[c] = n;
-    }
+    lengths.keep(j, n);
     if (n <= q.k) continue;
 #pragma unroll
     for (int w = 0; w <= PathPolicy::kMaxWidenings; ++w) ctas[w] += team_size_of(n, q.k, q.min_team_length, q.cluster_size, w);
@@ -259,12 +277,7 @@ __global__ void __launch_bounds__(kPlanThreads, 1) make_plan_kernel(PlanParams q
     const bool live = r < end;
     const uint32_t lanes = __ballot_sync(0xFFFFFFFFu, live);
     if (live) {
-      int n = 0;
-#pragma unroll
-      for (int c = 0; c < kCachedLengths; ++c) {
-        if (c == j) n = cached[c];
-      }
-      if (j >= kCachedLengths) n = planned[r];
+      const int n = lengths.get(j, planned, r);
       const int key = plan_key(team_size_of(n, q.k, q.min_team_length, q.cluster_size, widenings), n);
       const uint32_t same = __match_any_sync(lanes, key);
       if (lane == __ffs(same) - 1) counts[key][warp] += __popc(same);
@@ -303,12 +316,7 @@ __global__ void __launch_bounds__(kPlanThreads, 1) make_plan_kernel(PlanParams q
     const bool live = r < end;
     const uint32_t lanes = __ballot_sync(0xFFFFFFFFu, live);
     if (live) {
-      int n = 0;
-#pragma unroll
-      for (int c = 0; c < kCachedLengths; ++c) {
-        if (c == j) n = cached[c];
-      }
-      if (j >= kCachedLengths) n = planned[r];
+      const int n = lengths.get(j, planned, r);
       const int team_size = team_size_of(n, q.k, q.min_team_length, q.cluster_size, widenings);
       const int key = plan_key(team_size, n);
       const uint32_t same = __match_any_sync(lanes, key);

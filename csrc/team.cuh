@@ -96,8 +96,8 @@ struct Exchange {
 struct Team {
   static constexpr int kMaxSize = TeamMailbox::kMaxSize;
   int size;  // CTAs selecting this row: 1 (solo), the cluster size or a part of it
-  // The cluster rank of the team's first CTA (top kBaseBits bits) and the exchanges begun (the rest):
-  // one register for both, since the team lives in registers through the selection. Every CTA of the
+  // The cluster rank of the team's first CTA (bits kBaseShift and up) and the exchanges begun (the
+  // rest): one register for both, since the team lives in registers through the selection. Every CTA of the
   // team begins the same exchanges in the same order (a team split from another inherits the count:
   // their CTAs began the same ones).
   uint32_t base_and_exchanges;
