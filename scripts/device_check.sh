@@ -16,10 +16,11 @@ timeout 420 $VPY -m pytest -q -rf --maxfail=20 tests ${1:+-k "$1"} 2>&1 | tee "$
 if [ -z "${SKIP_SANITIZER:-}" ]; then
   # Every path: short, solo, team (shared and global memory), clusters split into teams, stale plans (memcheck only: racecheck is
   # slow on the global-memory passes of the solo rows a stale plan makes).
-  selection="test_k_values and 2048 and float32 or test_odd_strides and 30001 and float32 or test_team_rows_among_many_solo_rows and normal or test_work_queue_counters and scattered or test_rows_past_a_team_of_eight and 512 and float32 or test_plan_sizes_every_team and 163840"
+  # The fused transforms: a page table with row_to_table and start entries, ragged offsets with raw indices.
+  selection="test_k_values and 2048 and float32 or test_odd_strides and 30001 and float32 or test_team_rows_among_many_solo_rows and normal or test_work_queue_counters and scattered or test_rows_past_a_team_of_eight and 512 and float32 or test_plan_sizes_every_team and 163840 or test_page_table_with_row_to_table and 64 or test_ragged_offsets and False"
   for tool in memcheck racecheck; do
     k="$selection"; [ $tool = memcheck ] && k="$selection or test_stale_plans and 1"
-    timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 $VPY -m pytest -q -x tests/test_gpu.py -k "$k" \
+    timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 $VPY -m pytest -q -x tests/test_gpu.py tests/test_gpu_transforms.py -k "$k" \
       > "$OUT/sanitizer-$tool.log" 2>&1
     echo "compute-sanitizer $tool: exit $? ($(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|passed|failed' "$OUT/sanitizer-$tool.log" | tr '\n' ' '))"
   done
