@@ -100,6 +100,12 @@ struct WorkspaceLayout {
 // Where the free part of the keys buffer starts after n keys (16-byte aligned).
 __device__ __forceinline__ int spare_offset(int n) { return (n + 3) & ~3; }
 
+// Whether the index transform (and raw indices) are written as the selection emits each index: unless
+// sorted=True or values read the bare indices back from out.
+__device__ __forceinline__ bool fuses_transform(const Params& p) {
+  return p.transform.any() && p.by_value == 0 && p.values == nullptr;
+}
+
 __device__ __forceinline__ int32_t* row_out(const Params& p, int r) { return p.out + static_cast<int64_t>(r) * p.out_pitch; }
 
 template <typename T>
@@ -111,14 +117,24 @@ __device__ __forceinline__ RowOutput<T> row_output(const Params& p, int r, const
   output.row = static_cast<const T*>(p.logits) + static_cast<int64_t>(r) * p.row_pitch + w.start;
   output.map = p.transform.of_row(r);
   output.by_value = p.by_value != 0;
+  output.written = fuses_transform(p);
   return output;
 }
 
-__device__ __forceinline__ IndexSink index_sink(const Params& p, int r) { return IndexSink{row_out(p, r)}; }
+// The row's transform as FusedIndexWrite (thread 0, as it picks the row): its per-row words are read
+// beside the row's bounds, so they add no round trip.
+__device__ __forceinline__ void set_fused_write(const Params& p, int r, FusedIndexWrite& fused) {
+  fused.map = p.transform.of_row(r);
+  fused.raw = p.raw_out ? p.raw_out + static_cast<int64_t>(r) * p.raw_pitch : nullptr;
+}
+
+__device__ __forceinline__ IndexSink index_sink(const Params& p, int r, const FusedIndexWrite* fused) {
+  return IndexSink{row_out(p, r), fuses_transform(p) ? fused : nullptr};
+}
 
 // Whether finishing a row reads what other CTAs of its team wrote (else rank 0 only pads).
 __device__ __forceinline__ bool finish_reads_output(const Params& p) {
-  return p.by_value != 0 || p.values != nullptr || p.raw_out != nullptr || p.transform.any();
+  return !fuses_transform(p) && (p.by_value != 0 || p.values != nullptr || p.raw_out != nullptr || p.transform.any());
 }
 
 // Row r (window w) by this CTA's team (a solo row is the one slice of a team of one): its slice into
@@ -129,6 +145,7 @@ __device__ __forceinline__ bool finish_reads_output(const Params& p) {
 // length), so the team's exchanges line up. record_claim() runs in thread 0 once the loads are in.
 template <typename T, class RecordClaim>
 __device__ __forceinline__ void select_row(const Params& p, int r, const RowWindow& w, Team& team, uint32_t* keys,
+                                           const FusedIndexWrite* fused,
                                            typename BlockSelect<Policy::kThreads>::TempStorage& ts,
                                            const RecordClaim& record_claim) {
   constexpr int kThreads = Policy::kThreads;
@@ -148,12 +165,12 @@ __device__ __forceinline__ void select_row(const Params& p, int r, const RowWind
     if (threadIdx.x == 0) record_claim();
     PERSISTENT_TOPK_STAMP(2);  // (select_in_shared() starts with a barrier: keys and ts.hist complete)
     const int spare = spare_offset(length);
-    select_in_shared<kThreads, T>(length, w.n, m, keys, ts, ColumnOf{first}, index_sink(p, r), keys + spare,
+    select_in_shared<kThreads, T>(length, w.n, m, keys, ts, ColumnOf{first}, index_sink(p, r, fused), keys + spare,
                                   Policy::kSmemKeys - spare, slices.slice_len > Policy::kCompactMinKeys, team);
   } else {
     __syncthreads();  // every thread has read what next_row() read of the state
     if (threadIdx.x == 0) record_claim();
-    team = select_in_global<kThreads, T>(slice, length, w.n, m, first, ts, index_sink(p, r), team);
+    team = select_in_global<kThreads, T>(slice, length, w.n, m, first, ts, index_sink(p, r, fused), team);
   }
   PERSISTENT_TOPK_STAMP(9);
   // Bare indices, no padding: the row is done. (The kernel's loop starts every row with a barrier, so
@@ -166,15 +183,15 @@ __device__ __forceinline__ void select_row(const Params& p, int r, const RowWind
 // A row that needs no selection (n <= k, index order): 0..n-1, then the padding.
 template <typename T, class RecordClaim>
 __device__ __forceinline__ void write_short_row(const Params& p, int r, const RowWindow& w, uint32_t* keys,
-                                                const RecordClaim& record_claim) {
+                                                const FusedIndexWrite* fused, const RecordClaim& record_claim) {
   constexpr int kThreads = Policy::kThreads;
-  if (!finish_reads_output(p)) {  // indices and padding, nothing to finish
+  if (!finish_reads_output(p) && !fuses_transform(p)) {  // bare indices and padding, nothing to finish
     ShortRowAgent<kThreads>::run_bare(w.n, p.k, row_out(p, r));
     __syncthreads();  // every thread has read what next_row() read of the state
     if (threadIdx.x == 0) record_claim();
     return;
   }
-  ShortRowAgent<kThreads>::run(w.n, index_sink(p, r));
+  ShortRowAgent<kThreads>::run(w.n, index_sink(p, r, fused));
   __syncthreads();  // out[0, n) is written; every thread has read what next_row() read of the state
   if (threadIdx.x == 0) record_claim();
   finish_row<kThreads, T>(w.n, p.k, row_output<T>(p, r, w), reinterpret_cast<uint64_t*>(keys));
@@ -230,6 +247,7 @@ struct WorkState {
   int planned_team_size;
   RowWindow window;
   int planned_length;
+  FusedIndexWrite fused;  // the row's transform, when the selection writes it (fuses_transform)
 };
 
 // Thread 0: row r (none if -1), its live window and planned length, into the state. A row outside
@@ -244,6 +262,7 @@ __device__ __forceinline__ void pick_row(const Params& p, WorkState& s, int r) {
   s.row = r;
   s.window = p.source.window(r);
   s.planned_length = __ldg(p.plan.planned_lengths + r);
+  if (fuses_transform(p)) set_fused_write(p, r, s.fused);
 }
 
 // Thread 0's claim of the row after the one this CTA starts: issued before the row's loads, so that
@@ -420,12 +439,12 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
       if (team.rank() != 0) continue;
     }
     if (path == RowPath::kShort) {
-      write_short_row<T>(p, r, w, keys, record_claim);
+      write_short_row<T>(p, r, w, keys, &state.fused, record_claim);
       continue;
     }
     // One call site of the selection for team rows and rows alone (its code is the kernel's bulk).
     Team selecting = team_row ? team : Team::solo();
-    select_row<T>(p, r, w, selecting, keys, select_storage, record_claim);
+    select_row<T>(p, r, w, selecting, keys, &state.fused, select_storage, record_claim);
     if (team_row) team = selecting;
   }
   PERSISTENT_TOPK_STAMP(11);

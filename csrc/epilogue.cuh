@@ -11,17 +11,6 @@
 
 namespace persistent_topk {
 
-// Where a selection's indices go while it runs: the row's out, bare columns in index order. One store
-// per index keeps every emission loop small (the kernel runs cold out of a flushed L2, so code size
-// is latency) and its registers few.
-struct IndexSink {
-  int32_t* out;
-  // Unsigned positions: one wide multiply-add per address, no sign extension.
-  __device__ __forceinline__ void put(uint32_t position, int32_t index, uint32_t /*key*/) const {
-    out[position] = index;
-  }
-};
-
 // One row's index transform, resolved from IndexTransform when the row is finished.
 struct RowIndexMap {
   enum Kind : int { kBare = 0, kPaged = 1, kShifted = 2 };
@@ -42,6 +31,36 @@ struct RowIndexMap {
     if (entry < 0 || entry >= entries) return -1;
     return static_cast<int32_t>(static_cast<uint32_t>(__ldg(pages + entry)) * static_cast<uint32_t>(page_size) +
                                 static_cast<uint32_t>(index % page_size));
+  }
+};
+
+// A row's index transform applied as the selection writes each index (the write-out itself, no second
+// pass): where neither sorted=True nor values need the bare indices back from out. Lives in shared
+// memory, set by the thread that picks the row, so the emission loops carry one pointer to it.
+struct FusedIndexWrite {
+  RowIndexMap map;
+  int32_t* raw;  // the row's raw indices, or null
+};
+
+// Out of line: the transform's page-table read and division stay out of the emission loops' code.
+__device__ __noinline__ void fused_put(const FusedIndexWrite& fused, int32_t* out, uint32_t position, int32_t index) {
+  out[position] = fused.map(index);
+  if (fused.raw != nullptr) fused.raw[position] = index;
+}
+
+// Where a selection's indices go while it runs: the row's out, in index order, bare columns or (fused)
+// transformed ones. One store per index keeps every emission loop small (the kernel runs cold out of a
+// flushed L2, so code size is latency) and its registers few.
+struct IndexSink {
+  int32_t* out;
+  const FusedIndexWrite* fused;  // null: bare columns
+  // Unsigned positions: one wide multiply-add per address, no sign extension.
+  __device__ __forceinline__ void put(uint32_t position, int32_t index, uint32_t /*key*/) const {
+    if (fused == nullptr) {
+      out[position] = index;
+    } else {
+      fused_put(*fused, out, position, index);
+    }
   }
 };
 
@@ -90,10 +109,11 @@ struct RowOutput {
   const T* row;       // the row's first valid logit, for values and sorting
   RowIndexMap map;
   bool by_value;      // sorted=True
+  bool written;       // out (and raw) already hold the final indices: the transform was fused
 
-  // Whether the bare indices in out need a second look (else only padding is left to write).
+  // Whether the indices in out need a second look (else only padding is left to write).
   __device__ __forceinline__ bool needs_finish() const {
-    return by_value || values != nullptr || raw != nullptr || map.kind != RowIndexMap::kBare;
+    return !written && (by_value || values != nullptr || raw != nullptr || map.kind != RowIndexMap::kBare);
   }
   __device__ __forceinline__ void write(int position, int32_t index) const {
     out[position] = map(index);
@@ -107,8 +127,8 @@ struct RowOutput {
   }
 };
 
-// The row's m bare indices are in out[0, m), ascending (written by this CTA or, for a team row, by
-// every CTA of the team before a cluster barrier): finish it. sorted=True re-keys them from the logits,
+// The row's m indices are in out[0, m), ascending (written by this CTA or, for a team row, by every
+// CTA of the team before a cluster barrier), bare unless the transform was fused: finish it. sorted=True re-keys them from the logits,
 // packed as (~key, index) so one ascending sort orders by value descending and ties by index
 // ascending (`scratch` holds next_pow2(m) words); the transform, raw indices and values follow; then
 // positions [m, k) get -1 and -inf, the only place -1 padding is ever written. Out of line: once per
