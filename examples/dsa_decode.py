@@ -57,6 +57,7 @@ import datetime
 import inspect
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -699,6 +700,8 @@ def main(argv=None) -> Dict:
     if timed:
         record = {"device": device_name,
                   "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  # git rev-parse HEAD:csrc of the kernel measured (a device copy has no git history)
+                  "csrc_tree": os.environ.get("PERSISTENT_TOPK_CSRC_TREE"),
                   "what": "per decode step, the top-k of every indexer layer as one CUDA graph, L2 flushed, "
                           f"median of {args.reps}: plan once + a call per layer; a call per layer planning "
                           "itself; torch.topk on masked logits + page-table map in torch",
