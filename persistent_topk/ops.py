@@ -298,7 +298,8 @@ def top_k_per_row_decode(logits: torch.Tensor, seq_lens: torch.Tensor, next_n: i
                          page_table: Optional[torch.Tensor] = None, page_size: int = 1,
                          raw_indices: Optional[torch.Tensor] = None, out: Optional[torch.Tensor] = None,
                          values: Optional[torch.Tensor] = None, plan: Optional[TopKPlan] = None,
-                         workspace: Optional[Workspace] = None, sorted: bool = False, pdl: bool = False) -> torch.Tensor:
+                         workspace: Optional[Workspace] = None, sorted: bool = False,
+                         pdl: bool = False) -> torch.Tensor:
     """Decode with multi-token prediction: logits [batch * next_n, stride], seq_lens [batch] int32.
 
     Row r is draft token r % next_n of request r // next_n and has
@@ -343,7 +344,8 @@ def top_k_page_table_transform(logits: torch.Tensor, lengths: torch.Tensor, page
                                page_table_starts: Optional[torch.Tensor] = None,
                                raw_indices: Optional[torch.Tensor] = None, out: Optional[torch.Tensor] = None,
                                values: Optional[torch.Tensor] = None, plan: Optional[TopKPlan] = None,
-                               workspace: Optional[Workspace] = None, sorted: bool = False, pdl: bool = False) -> torch.Tensor:
+                               workspace: Optional[Workspace] = None, sorted: bool = False,
+                         pdl: bool = False) -> torch.Tensor:
     """top_k_per_row, but each selected index idx (relative to the row's start) is written as the
     KV-cache slot page_table[t, s + idx // page_size] * page_size + idx % page_size, fused into the
     kernel's write-out.
