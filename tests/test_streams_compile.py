@@ -26,24 +26,11 @@ from persistent_topk import plan as plan_module
 from persistent_topk import reference
 from persistent_topk import workspace as workspace_module
 from distributions import make_logits
-
-I32 = torch.int32
-POISON = 0x5EED5EED
+from test_gpu import I32, POISON, assert_same
 
 
 def poisoned(rows, k):
     return torch.full((rows, k), POISON, dtype=I32, device="cuda")
-
-
-def assert_same(got, want, what):
-    got = got.cpu()
-    if torch.equal(got, want):
-        return
-    bad = (got != want).any(dim=1).nonzero().flatten()
-    r = int(bad[0])
-    cols = (got[r] != want[r]).nonzero().flatten()[:8].tolist()
-    raise AssertionError(f"{what}: {len(bad)} rows differ; row {r} at columns {cols}: "
-                         f"got {got[r, cols].tolist()} want {want[r, cols].tolist()}")
 
 
 def mixed_lengths(rows, stride, k, g):
