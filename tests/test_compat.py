@@ -313,7 +313,8 @@ def case_sglang_fast_topk_transform_fused(gen, big, dist):
     return Case(inputs, call, expect, lambda g: {"lengths": rand_lengths(g, rows, width, k)}, (rows, width, k))
 
 
-def case_sglang_fast_topk_transform_ragged_fused(gen, big, dist):
+def ragged_inputs(gen, big, dist):
+    """(width, k, rows, starts or None, zero starts, lengths, offsets, logits) of a ragged-transform case."""
     width, k = sizes(gen, big)
     rows = randint(gen, 1, 10)
     starts = torch.tensor([randint(gen, 0, width) for _ in range(rows)], dtype=I32) if pick(gen, [0, 1]) else None
@@ -321,6 +322,11 @@ def case_sglang_fast_topk_transform_ragged_fused(gen, big, dist):
     offsets = torch.randint(0, 1 << 20, (rows,), generator=gen).to(I32)
     zero = torch.zeros(rows, dtype=I32)
     logits = with_garbage(rand_logits(gen, rows, width, dist), zero if starts is None else starts, lengths, gen)
+    return width, k, rows, starts, zero, lengths, offsets, logits
+
+
+def case_sglang_fast_topk_transform_ragged_fused(gen, big, dist):
+    width, k, rows, starts, zero, lengths, offsets, logits = ragged_inputs(gen, big, dist)
 
     def call(inp, ws):
         args = (inp["logits"], inp["lengths"], inp["offsets"], k) + (() if starts is None else (inp["row_starts"],))
@@ -460,13 +466,7 @@ def case_flashinfer_top_k_page_table_transform(gen, big, dist):
 
 
 def case_flashinfer_top_k_ragged_transform(gen, big, dist):
-    width, k = sizes(gen, big)
-    rows = randint(gen, 1, 10)
-    starts = torch.tensor([randint(gen, 0, width) for _ in range(rows)], dtype=I32) if pick(gen, [0, 1]) else None
-    lengths = rand_lengths(gen, rows, width, k)
-    offsets = torch.randint(0, 1 << 20, (rows,), generator=gen).to(I32)
-    zero = torch.zeros(rows, dtype=I32)
-    logits = with_garbage(rand_logits(gen, rows, width, dist), zero if starts is None else starts, lengths, gen)
+    width, k, rows, starts, zero, lengths, offsets, logits = ragged_inputs(gen, big, dist)
     tie_break = pick(gen, [0, 1, compat.TopKTieBreak.SMALL])
 
     def call(inp, ws):
