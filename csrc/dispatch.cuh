@@ -34,6 +34,16 @@ struct Policy {
   // state two CTAs fit in Hopper's 228 KB per SM. Holds a solo row or a team row's slice, and behind
   // it the keys that survive the first digit (compacted).
   static constexpr int kSmemKeys = 24576;
+  // Keys each thread holds in the register path (topk_small.cuh): rows of k < n <= kThreads x this
+  // are selected from registers, longer solo rows from shared memory.
+  static constexpr int kRegisterKeysPerThread = 8;
+  // Which logits take the register path: 4-byte ones. With it, the 16-bit kernels spill 4 bytes (the
+  // path's own code compiles within 64 registers, but ptxas then spills in the rest of the kernel),
+  // so 16-bit rows stay on the shared-memory path.
+  template <typename T>
+  __host__ __device__ static constexpr bool register_path() {
+    return sizeof(T) == 4;
+  }
   // The path choice's lengths (plan.cuh): solo rows, rows never split, team slices.
   static constexpr int kSoloMaxKeys = PathPolicy::kSoloMaxKeys;
   static constexpr int kTeamMinLength = PathPolicy::kTeamMinLength;
@@ -155,7 +165,13 @@ __device__ __forceinline__ void select_row(const Params& p, int r, const RowWind
   const int first = slices.first(rank), length = slices.length(rank, w.n);
   const T* slice = static_cast<const T*>(p.logits) + static_cast<int64_t>(r) * p.row_pitch + w.start + first;
   const int m = min(p.k, w.n);
-  if (slices.slice_len <= Policy::kSmemKeys) {
+  using Registers = RegisterRowAgent<kThreads, T, Policy::kRegisterKeysPerThread>;
+  if (Policy::register_path<T>() && team.size == 1 && m < w.n && w.n <= Registers::kMaxKeys) {
+    Select::zero_histogram(ts);
+    PERSISTENT_TOPK_STAMP(1);
+    __syncthreads();
+    Registers::run(slice, w.n, m, ts, shared_address(keys), index_sink(p, r, fused), record_claim);
+  } else if (slices.slice_len <= Policy::kSmemKeys) {
     Select::zero_histogram(ts);
     PERSISTENT_TOPK_STAMP(1);
     __syncthreads();

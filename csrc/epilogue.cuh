@@ -48,6 +48,25 @@ __device__ __noinline__ void fused_put(const FusedIndexWrite& fused, int32_t* ou
   if (fused.raw != nullptr) fused.raw[position] = index;
 }
 
+// fused_put() for the indices at positions first + q * step (q < 4) below limit: every page-table
+// read is issued before the first store, so their round trips overlap. (Four indices by value: an
+// array argument of an out-of-line call would live in local memory.)
+__device__ __noinline__ void fused_put4(const FusedIndexWrite& fused, int32_t* out, uint32_t first, uint32_t step,
+                                        uint32_t limit, int4 indices) {
+  const int32_t index[4] = {indices.x, indices.y, indices.z, indices.w};
+  int32_t mapped[4];
+#pragma unroll
+  for (int q = 0; q < 4; ++q) mapped[q] = first + q * step < limit ? fused.map(index[q]) : 0;
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    const uint32_t position = first + q * step;
+    if (position < limit) {
+      out[position] = mapped[q];
+      if (fused.raw != nullptr) fused.raw[position] = index[q];
+    }
+  }
+}
+
 // Where a selection's indices go while it runs: the row's out, in index order, bare columns or (fused)
 // transformed ones. One store per index keeps every emission loop small (the kernel runs cold out of a
 // flushed L2, so code size is latency) and its registers few.
@@ -60,6 +79,18 @@ struct IndexSink {
       out[position] = index;
     } else {
       fused_put(*fused, out, position, index);
+    }
+  }
+  // put() of the four indices at first + q * step (q < 4), each below limit.
+  __device__ __forceinline__ void put4(uint32_t first, uint32_t step, uint32_t limit, int4 indices) const {
+    if (fused == nullptr) {
+      const int32_t index[4] = {indices.x, indices.y, indices.z, indices.w};
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        if (first + q * step < limit) out[first + q * step] = index[q];
+      }
+    } else {
+      fused_put4(*fused, out, first, step, limit, indices);
     }
   }
 };

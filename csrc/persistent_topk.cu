@@ -237,6 +237,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Launch the persistent top-k kernel (one launch with a plan; the op's own plan first without one)");
   m.attr("max_sorted_k") = persistent_topk::Policy::kMaxSortedK;
   m.attr("smem_keys") = persistent_topk::Policy::kSmemKeys;
+  m.attr("register_max_keys") = persistent_topk::Policy::kThreads * persistent_topk::Policy::kRegisterKeysPerThread;
   m.attr("solo_max_keys") = persistent_topk::Policy::kSoloMaxKeys;
   m.attr("team_min_length") = persistent_topk::Policy::kTeamMinLength;
   m.attr("team_slice_keys") = persistent_topk::Policy::kTeamSliceKeys;

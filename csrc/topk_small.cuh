@@ -1,9 +1,14 @@
-// Rows that need no selection (n <= k in index order): their answer is 0..n-1 and no logit is read.
-// (The register-sort path for short rows that do need one is issue 12's.)
+// Short rows. Rows that need no selection (n <= k: the answer is 0..n-1 and no logit is read), and
+// rows a CTA selects from its threads' registers (RegisterRowAgent): read once, straight from global
+// memory, every radix pass and the write-out run over registers, with no copy in shared memory.
 #pragma once
 #include <cstdint>
 
+#include "block_select.cuh"
 #include "epilogue.cuh"
+#include "keys.cuh"
+#include "stamps.cuh"
+#include "team.cuh"
 
 namespace persistent_topk {
 
@@ -29,6 +34,154 @@ struct ShortRowAgent {
       aligned[v] = make_int4(index_or_pad(j), index_or_pad(j + 1), index_or_pad(j + 2), index_or_pad(j + 3));
     }
     for (int j = head + 4 * vectors + static_cast<int>(threadIdx.x); j < k; j += kThreads) out[j] = index_or_pad(j);
+  }
+};
+
+// A row of k < n <= kMaxKeys logits selected by one CTA from registers. Thread t holds the keys of
+// columns [kKeysPerThread t, kKeysPerThread (t + 1)) (a blocked arrangement: 16-byte loads, and each
+// thread's keys are consecutive in index order, so one block scan of per-thread counts gives every
+// selected key its output position). The first digit is counted as the keys arrive; later digits
+// only while the threshold bin is cut (BlockSelect::refine, counting over registers); the write-out
+// is one block scan, each selected column staged at its position in shared memory, then whole lines
+// stored in order. Against the shared-memory path this drops the copy of the row into shared memory,
+// every pass over it and the write-out's counting pass (one 4K row: 0.2-0.9 us less, the perf notes).
+// Only 4-byte logits take it (Policy::register_path).
+//
+// Columns past n hold key 0, which no logit has (keys.cuh: 0 would be a NaN, and every NaN is the
+// top key), and which is below every first digit a threshold can take (bin 0 of the first digit holds
+// only NaN bit patterns): they are never counted and never selected.
+template <int kThreads, typename T, int kKeysPerThread>
+struct RegisterRowAgent {
+  using Select = BlockSelect<kThreads>;
+  static constexpr int kMaxKeys = kThreads * kKeysPerThread;
+  static constexpr int kPerVector = 16 / static_cast<int>(sizeof(T));
+  static_assert(kKeysPerThread % kPerVector == 0, "a thread's keys are whole 16-byte vectors");
+  static constexpr int kVectors = kKeysPerThread / kPerVector;
+  static constexpr int kBits = KeyTraits<T>::kSignificantBits;
+  // Per-thread counts of keys above the threshold and at it, packed into one word for one scan.
+  static constexpr int kAtBits = 16;
+  static_assert(kMaxKeys < (1 << kAtBits) && (static_cast<int64_t>(kMaxKeys) << kAtBits) < (1ll << 32),
+                "both counts of a whole row fit their halves of the scanned word");
+
+  using Keys = uint32_t[kKeysPerThread];
+
+  // Thread t's keys of row[0, n): 16-byte loads where the row is 16-byte aligned and the thread's
+  // columns are all inside it, else one logit at a time.
+  __device__ __forceinline__ static void load(const T* __restrict__ row, int n, Keys& keys) {
+    const int first = kKeysPerThread * static_cast<int>(threadIdx.x);
+    if ((reinterpret_cast<uintptr_t>(row) & 15u) == 0 && first + kKeysPerThread <= n) {
+      const uint4* vectors = reinterpret_cast<const uint4*>(row + first);
+      uint4 loaded[kVectors];
+#pragma unroll
+      for (int v = 0; v < kVectors; ++v) loaded[v] = __ldg(vectors + v);
+#pragma unroll
+      for (int v = 0; v < kVectors; ++v) unpack_keys<T>(loaded[v], keys + v * kPerVector);
+    } else {
+#pragma unroll
+      for (int j = 0; j < kKeysPerThread; ++j) keys[j] = first + j < n ? to_key(row[first + j]) : 0u;
+    }
+  }
+
+  // The top m < n of row[0, n) into `sink`, in index order (positions 0..m-1). ts.hist must be zero
+  // (with a barrier after the zeroing); `staged` is the shared address of m free words, 16-byte
+  // aligned. record_claim() runs in thread 0 once the loads are issued.
+  template <class RecordClaim>
+  __device__ __forceinline__ static void run(const T* __restrict__ row, int n, int m,
+                                             typename Select::TempStorage& ts, uint32_t staged,
+                                             const IndexSink& sink, const RecordClaim& record_claim) {
+    Keys keys;
+    load(row, n, keys);
+    if (threadIdx.x == 0) record_claim();
+    const int first = kKeysPerThread * static_cast<int>(threadIdx.x);
+#pragma unroll
+    for (int j = 0; j < kKeysPerThread; ++j) {
+      if (keys[j] != 0u) Select::count_first_digit(ts, keys[j]);
+    }
+    PERSISTENT_TOPK_STAMP(2);
+    __syncthreads();
+    Select::find_digit_local(ts, m);  // ends with a barrier
+    PERSISTENT_TOPK_STAMP(4);
+    const uint32_t above = ts.count_above, at = ts.count_at;
+    Threshold t{ts.digit << Select::kFirstShift, Select::kDigitBits, m - static_cast<int>(above),
+                at == static_cast<uint32_t>(m) - above};
+    if (!t.all_at_selected) {
+      auto recount = [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
+        const uint32_t mask = prefix.mask();
+#pragma unroll
+        for (int j = 0; j < kKeysPerThread; ++j) {
+          if ((keys[j] & mask) == prefix.prefix) atomicAdd(&ts.hist[(keys[j] >> shift) & digit_mask], 1u);
+        }
+      };
+      Team solo = Team::solo();
+      Select::zero_histogram(ts);  // find_digit_local() has read it
+      __syncthreads();
+      const int next_width = min(Select::kDigitBits, kBits - t.bits);
+      recount(t, 32 - t.bits - next_width, (1u << next_width) - 1u);
+      __syncthreads();
+      t = Select::refine(ts, t, kBits, solo, recount);
+    }
+    PERSISTENT_TOPK_STAMP(7);
+    emit(keys, first, t, m, ts, staged, sink);
+    PERSISTENT_TOPK_STAMP(8);
+  }
+
+  // Every key above t, and of those at it the first t.need in index order, at its position in the
+  // row's selection: one block-wide exclusive scan of (above, at) per thread gives each thread the
+  // position of its first selected key. The columns are staged at their positions in shared memory
+  // (`staged`, m words) and then written out in order, so that every warp's global stores are whole
+  // lines (stored straight from the threads, the j-th selected keys of a warp's lanes lie about
+  // n / m words apart: several partial lines per store).
+  __device__ __forceinline__ static void emit(const Keys& keys, int first, const Threshold& t, int m,
+                                              typename Select::TempStorage& ts, uint32_t staged,
+                                              const IndexSink& sink) {
+    const uint32_t mask = t.mask();
+    uint32_t counts = 0;
+#pragma unroll
+    for (int j = 0; j < kKeysPerThread; ++j) {
+      const uint32_t masked = keys[j] & mask;
+      counts += masked > t.prefix ? (1u << kAtBits) : (masked == t.prefix ? 1u : 0u);
+    }
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    uint32_t inclusive = counts;
+#pragma unroll
+    for (int offset = 1; offset < 32; offset <<= 1) {
+      const uint32_t other = __shfl_up_sync(0xFFFFFFFFu, inclusive, offset);
+      if (lane >= offset) inclusive += other;
+    }
+    if (lane == 31) ts.warp_above[warp] = inclusive;
+    __syncthreads();
+    PERSISTENT_TOPK_STAMP(12);
+    static_assert(Select::kWarps <= 32, "one lane per warp's total");
+    const uint32_t before = warp_sum(lane < warp ? ts.warp_above[lane] : 0u) + inclusive - counts;
+    uint32_t above_before = before >> kAtBits, at_before = before & ((1u << kAtBits) - 1u);
+    const uint32_t need = static_cast<uint32_t>(t.need);
+    // Branch-free: a selected tie is one of the first `need`, so min(at_before, need) is its rank too.
+#pragma unroll
+    for (int j = 0; j < kKeysPerThread; ++j) {
+      const uint32_t masked = keys[j] & mask;
+      const bool is_above = masked > t.prefix, is_at = masked == t.prefix;
+      if (is_above || (is_at && at_before < need)) {
+        store_shared(staged + 4u * (above_before + min(at_before, need)), first + j);
+      }
+      above_before += is_above;
+      at_before += is_at;
+    }
+    __syncthreads();
+    PERSISTENT_TOPK_STAMP(13);
+    // 16-byte stores of bare columns where out is aligned; otherwise (a transform, or the last m % 4)
+    // a few positions per thread at a time, so that the page-table reads of a fused transform overlap.
+    const bool vectors = sink.fused == nullptr && (reinterpret_cast<uintptr_t>(sink.out) & 15u) == 0;
+    const int vectored = vectors ? m & ~3 : 0;
+    for (int j = 4 * static_cast<int>(threadIdx.x); j < vectored; j += 4 * kThreads) {
+      *reinterpret_cast<int4*>(sink.out + j) = load_shared_v4(staged + 4u * j);
+    }
+    for (int j = vectored + static_cast<int>(threadIdx.x); j < m; j += 4 * kThreads) {
+      auto column = [&](int q) { return j + q * kThreads < m ? load_shared(staged + 4u * (j + q * kThreads)) : 0; };
+      sink.put4(static_cast<uint32_t>(j), kThreads, static_cast<uint32_t>(m),
+                make_int4(column(0), column(1), column(2), column(3)));
+    }
+    PERSISTENT_TOPK_STAMP(14);
+    __syncthreads();  // the sink's writes are visible to the whole block; ts and staged are free
   }
 };
 

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.gpu
 I32 = torch.int32
 POISON = 0x5EED5EED
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+ALL_NAMES = sorted(ALL)
 
 
 def poisoned(rows, k, dtype):
@@ -57,12 +58,13 @@ def path_lengths(stride, k, g, rows):
     and lengths past the stride."""
     kernels = pt._backend.require_cuda_kernels()
     few, solo, smem = kernels.team_min_length, kernels.solo_max_keys, kernels.smem_keys
+    registers = kernels.register_max_keys
     eight, largest = kernels.portable_cluster_size * smem, kernels.max_cluster_size * smem
     slice_keys = kernels.team_slice_keys  # teams of 2, 4, 8 hold up to 2, 4, 8 slices of this
-    edges = [0, -1, 1, k - 1, k, k + 1, few, few + 1, solo, solo + 1, smem - 1, smem + 1, 3 * solo + 5,
-             2 * slice_keys, 2 * slice_keys + 1, 4 * slice_keys + 1, 8 * slice_keys + 1,
+    edges = [0, -1, 1, k - 1, k, k + 1, registers, registers + 1, few, few + 1, solo, solo + 1, smem - 1, smem + 1,
+             3 * solo + 5, 2 * slice_keys, 2 * slice_keys + 1, 4 * slice_keys + 1, 8 * slice_keys + 1,
              eight - 1, eight, eight + 1, 262_144, largest, largest + 1, stride, stride + 100]
-    edges = [e for e in edges if e <= stride + 100]
+    edges = list(dict.fromkeys(e for e in edges if e <= stride + 100))
     lengths = torch.randint(-2, stride + 50, (rows,), generator=g)
     lengths[: min(rows, len(edges))] = torch.tensor(edges[:rows])
     return lengths[torch.randperm(rows, generator=g)].to(I32)
@@ -105,6 +107,24 @@ def test_k_values(k, by_value, dtype, gen):
         lengths = path_lengths(stride, k, gen, rows)
         logits = make_logits(dist, rows, stride, dtype, gen, lengths, device="cuda")
         check(logits, lengths, k, by_value=by_value, what=f"{dist} k={k} sorted={by_value}")
+
+
+REGISTER_KS = [1, 7, 512, 1024, 2048]
+
+
+@pytest.mark.parametrize("k", REGISTER_KS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_every_length_through_the_register_path(k, dtype, gen):
+    """One row of every length from -1 to register_max_keys + 1: rows that need no selection, every
+    length the register path takes (float32 rows; 16-bit ones run the same lengths in shared memory),
+    and the first ones past it, in one batch, with an adversarial distribution per (k, dtype); sorted
+    with values for k = 512."""
+    limit = pt._backend.require_cuda_kernels().register_max_keys
+    lengths = torch.arange(-1, limit + 2, dtype=I32)
+    lengths = lengths[torch.randperm(len(lengths), generator=gen)]
+    dist = ALL_NAMES[(REGISTER_KS.index(k) * len(DTYPES) + DTYPES.index(dtype)) % len(ALL_NAMES)]
+    logits = make_logits(dist, len(lengths), limit + 1, dtype, gen, lengths, device="cuda")
+    check(logits, lengths, k, by_value=k == 512, what=f"{dist} k={k}")
 
 
 @pytest.mark.parametrize("k", [512, 1024, 2048, 13_000])
@@ -353,8 +373,6 @@ def test_graph_capture_replays_with_new_lengths(gen):
     with pytest.raises(RuntimeError, match="locked"):
         pt.top_k_per_row(logits[:, :1000].contiguous().repeat(2, 80), lengths.repeat(2), k, workspace=workspace)
 
-
-ALL_NAMES = sorted(ALL)
 
 
 def kernels_of(fn):

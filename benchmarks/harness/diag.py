@@ -9,7 +9,8 @@ every path's code, so the cost of fetching cold instructions shows apart from co
 holding two back-to-back launches (the second runs with warm code and L2).
 Each launch is a call as the op makes it without a plan (the plan kernel, then the kernel); with
 PT_PLAN_ONCE=1, the kernel alone with a plan made once before (as a decode step's layers call it).
-PT_QUICK=1 times only the flushed graph ("flush"). PT_ROUNDS=n repeats everything n times.
+PT_QUICK=1 times only the flushed graph ("flush"). PT_ROUNDS=n repeats everything n times. PT_NARROW=1
+gives each case the stride of its longest row (engine-wide buffers against narrow ones).
 """
 import os
 import ctypes
@@ -52,6 +53,8 @@ def main():
     for case in cases:
         lengths = torch.from_numpy(suite.case_lengths(case))
         stride = suite.case_stride(case, lengths.numpy())
+        if os.environ.get("PT_NARROW"):  # the same rows in a buffer only as wide as the longest
+            stride = int(lengths.max())
         logits = torch.randn((case["rows"], stride), generator=gen, device="cuda")
         want, _ = reference.reference_topk(logits.cpu(), lengths, K)
         data.append((case["name"], logits, lengths.cuda(), want))
