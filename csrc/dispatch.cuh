@@ -138,22 +138,6 @@ __device__ __forceinline__ void set_fused_write(const Params& p, int r, FusedInd
   fused.raw = p.raw_out ? p.raw_out + static_cast<int64_t>(r) * p.raw_pitch : nullptr;
 }
 
-// A solo row in shared memory leaves its fused transform to finish_row(): its emission writes bare
-// columns (the row's FusedIndexWrite made bare, so the emission code is unchanged), and finish_row()
-// maps them with several page-table reads in flight per thread. Written as each key was emitted, every
-// index waited for its table entry before the next one (3-7 us per batch of short rows,
-// docs/perf-notes.md). The register path stages its write-out and a team row's CTAs each write their
-// own part, so both map as they write.
-__device__ __forceinline__ void defer_transform(FusedIndexWrite& fused) {
-  fused.map.kind = RowIndexMap::kBare;
-  fused.raw = nullptr;
-}
-// Whether the row's transform was deferred: a launch with a transform never maps a row to bare
-// indices otherwise.
-__device__ __forceinline__ bool transform_deferred(const Params& p, const FusedIndexWrite& fused) {
-  return fuses_transform(p) && fused.map.kind == RowIndexMap::kBare;
-}
-
 __device__ __forceinline__ IndexSink index_sink(const Params& p, int r, const FusedIndexWrite* fused) {
   return IndexSink{row_out(p, r), fuses_transform(p) ? fused : nullptr};
 }
@@ -171,7 +155,7 @@ __device__ __forceinline__ bool finish_reads_output(const Params& p) {
 // length), so the team's exchanges line up. record_claim() runs in thread 0 once the loads are in.
 template <typename T, class RecordClaim>
 __device__ __forceinline__ void select_row(const Params& p, int r, const RowWindow& w, Team& team, uint32_t* keys,
-                                           FusedIndexWrite* fused,
+                                           const FusedIndexWrite* fused,
                                            typename BlockSelect<Policy::kThreads>::TempStorage& ts,
                                            const RecordClaim& record_claim) {
   constexpr int kThreads = Policy::kThreads;
@@ -189,7 +173,6 @@ __device__ __forceinline__ void select_row(const Params& p, int r, const RowWind
     Registers::run(slice, w.n, m, ts, shared_address(keys), index_sink(p, r, fused), record_claim);
   } else if (slices.slice_len <= Policy::kSmemKeys) {
     Select::zero_histogram(ts);
-    if (threadIdx.x == 0 && team.size == 1 && fuses_transform(p)) defer_transform(*fused);
     PERSISTENT_TOPK_STAMP(1);
     __syncthreads();
     load_row<kThreads, T>(slice, length, keys, ts);
@@ -208,14 +191,9 @@ __device__ __forceinline__ void select_row(const Params& p, int r, const RowWind
   PERSISTENT_TOPK_STAMP(9);
   // Bare indices, no padding: the row is done. (The kernel's loop starts every row with a barrier, so
   // keys and ts are free for the next one either way.)
-  const bool deferred = transform_deferred(p, *fused);  // (set before the loads, several barriers ago)
-  if (m == p.k && !finish_reads_output(p) && !deferred) return;
-  if (finish_reads_output(p) || deferred) team.publish_global_writes();  // out is complete before one CTA finishes it
-  if (team.rank() == 0) {
-    RowOutput<T> output = row_output<T>(p, r, w);  // (its map is the row's own, read again)
-    output.written = output.written && !deferred;
-    finish_row<kThreads, T>(m, p.k, output, reinterpret_cast<uint64_t*>(keys));
-  }
+  if (m == p.k && !finish_reads_output(p)) return;
+  if (finish_reads_output(p)) team.publish_global_writes();  // the answer is in out before one CTA finishes it
+  if (team.rank() == 0) finish_row<kThreads, T>(m, p.k, row_output<T>(p, r, w), reinterpret_cast<uint64_t*>(keys));
 }
 
 // A row that needs no selection (n <= k, index order): 0..n-1, then the padding.

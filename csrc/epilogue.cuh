@@ -146,9 +146,8 @@ struct RowOutput {
   __device__ __forceinline__ bool needs_finish() const {
     return !written && (by_value || values != nullptr || raw != nullptr || map.kind != RowIndexMap::kBare);
   }
-  __device__ __forceinline__ void write(int position, int32_t index) const { write_mapped(position, index, map(index)); }
-  __device__ __forceinline__ void write_mapped(int position, int32_t index, int32_t mapped) const {
-    out[position] = mapped;
+  __device__ __forceinline__ void write(int position, int32_t index) const {
+    out[position] = map(index);
     if (raw != nullptr) raw[position] = index;
     if (values != nullptr) copy_logit(values + position, row + index);
   }
@@ -183,21 +182,8 @@ __device__ __noinline__ void finish_row(int m, int k, RowOutput<T> output, uint6
     BlockSelect<kThreads>::bitonic_sort(scratch, count);
     for (int j = threadIdx.x; j < m; j += kThreads) output.write(j, static_cast<int32_t>(scratch[j] & 0xFFFFFFFFu));
   } else if (output.needs_finish()) {
-    // Each thread rewrites the positions it read: no barrier between the read and the write. Four
-    // at a time, every read (indices, then page-table entries) issued before the first write, so
-    // that their round trips overlap.
-    constexpr int kBatch = 4;
-    for (int j = threadIdx.x; j < m; j += kBatch * kThreads) {
-      int32_t index[kBatch], mapped[kBatch];
-#pragma unroll
-      for (int q = 0; q < kBatch; ++q) index[q] = j + q * kThreads < m ? __ldcg(output.out + j + q * kThreads) : 0;
-#pragma unroll
-      for (int q = 0; q < kBatch; ++q) mapped[q] = j + q * kThreads < m ? output.map(index[q]) : 0;
-#pragma unroll
-      for (int q = 0; q < kBatch; ++q) {
-        if (j + q * kThreads < m) output.write_mapped(j + q * kThreads, index[q], mapped[q]);
-      }
-    }
+    // Each thread rewrites the positions it read: no barrier between the read and the write.
+    for (int j = threadIdx.x; j < m; j += kThreads) output.write(j, __ldcg(output.out + j));
   }
   for (int j = m + static_cast<int>(threadIdx.x); j < k; j += kThreads) output.pad(j);
   __syncthreads();  // scratch is the keys buffer of the next row
