@@ -374,7 +374,6 @@ def test_graph_capture_replays_with_new_lengths(gen):
         pt.top_k_per_row(logits[:, :1000].contiguous().repeat(2, 80), lengths.repeat(2), k, workspace=workspace)
 
 
-
 def kernels_of(fn):
     """Names of the CUDA kernels one call of fn() launches."""
     fn()
