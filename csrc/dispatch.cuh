@@ -434,6 +434,7 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
   allow_next_grid();
   for (;;) {
     __syncthreads();  // the previous row's shared state is free; `state` is written
+    PERSISTENT_TOPK_STAMP(10);
     const NextRow next = next_row(p, state, team, phase);
     const int r = next.row;
     if (r < 0) break;

@@ -76,6 +76,19 @@ extern "C" int pt_stamps(long long* host, int count) {
 #endif
 }
 
+// The launch's span on the global timer (csrc/stamps.cuh): reset before a launch, read after it.
+extern "C" int pt_span(unsigned long long* host, int reset) {
+#ifdef PERSISTENT_TOPK_STAMPS
+  if (reset) {
+    const unsigned long long init[2] = {~0ull, 0ull};
+    return static_cast<int>(cudaMemcpyToSymbol(span, init, sizeof(init)));
+  }
+  return static_cast<int>(cudaMemcpyFromSymbol(host, span, 2 * sizeof(unsigned long long)));
+#else
+  return -1;
+#endif
+}
+
 extern "C" int pt_resident(int* ctas, int* clusters) {
   ResidentLimits limits{};
   const cudaError_t status = resident_limits<float>(&limits);

@@ -10,7 +10,9 @@ holding two back-to-back launches (the second runs with warm code and L2).
 Each launch is a call as the op makes it without a plan (the plan kernel, then the kernel); with
 PT_PLAN_ONCE=1, the kernel alone with a plan made once before (as a decode step's layers call it).
 PT_QUICK=1 times only the flushed graph ("flush"). PT_ROUNDS=n repeats everything n times. PT_NARROW=1
-gives each case the stride of its longest row (engine-wide buffers against narrow ones).
+gives each case the stride of its longest row (engine-wide buffers against narrow ones). PT_NO_PDL=1
+launches without programmatic dependent launch. PT_STAMPS=1 (a build with -DPERSISTENT_TOPK_STAMPS)
+prints phase stamps and the launch's in-GPU span.
 """
 import os
 import ctypes
@@ -43,6 +45,21 @@ def print_stamps(lib, graph):
         print(f"    cta {cta}: " + " ".join(f"{s}:{(v - base) if v >= base else -1}" for s, v in enumerate(row) if v))
 
 
+def print_span(lib, graph):
+    """Median in-GPU span (first CTA start to last CTA end, global timer) against the flushed graph time."""
+    span = (ctypes.c_ulonglong * 2)()
+    spans = []
+    for _ in range(REPS):
+        lib.pt_span(span, 1)
+        FLUSH.zero_()
+        graph.replay()
+        torch.cuda.synchronize()
+        lib.pt_span(span, 0)
+        spans.append((span[1] - span[0]) / 1e3)
+    spans.sort()
+    print(f"    span (first CTA start .. last CTA end) {spans[len(spans) // 2]:.2f} us")
+
+
 def main():
     ctas, clusters = ctypes.c_int(), ctypes.c_int()
     libdir = Path(sys.argv[1])
@@ -72,6 +89,8 @@ def main():
             by_size = (ctypes.c_int * 17)()
             if lib.pt_resident_clusters(by_size, 17) == 0:
                 print("  resident clusters by size: " + " ".join(f"{s}:{by_size[s]}" for s in range(2, 17)))
+        if os.environ.get("PT_NO_PDL") and hasattr(lib, "pt_set_pdl"):
+            lib.pt_set_pdl(0)
         lib.pt_workspace_bytes.restype = ctypes.c_int64
         lib.pt_workspace_bytes.argtypes = [ctypes.c_int64, ctypes.c_int64]
         lib.pt_launch.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
@@ -113,6 +132,11 @@ def main():
                 print(f"{name:14s} {case_name:26s} {time_graph_us(one, REPS, FLUSH):8.2f}  {exact}", flush=True)
                 if os.environ.get("PT_STAMPS"):
                     print_stamps(lib, one)
+                    print_span(lib, one)
+                    print("    the second of two back-to-back launches (code and data warm):")
+                    two = capture_graph(lambda: (launch(), launch()))
+                    FLUSH.zero_()
+                    print_stamps(lib, two)
                 continue
             two = capture_graph(lambda: (launch(), launch()))
             warm_only, warm_then_one = capture_graph(warm_up), capture_graph(lambda: (warm_up(), launch()))
