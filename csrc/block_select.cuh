@@ -43,12 +43,12 @@ __device__ __forceinline__ int4 load_shared_v4(uint32_t address) {
   return v;
 }
 
-template <int kThreads>
+// kThreads threads select together; every digit has kDigitBits bits (the first is the key's top digit).
+template <int kThreads_, int kDigitBits_>
 struct BlockSelect {
+  static constexpr int kThreads = kThreads_;
   static constexpr int kWarps = kThreads / 32;
-  // 11-bit digits: three passes cover a 32-bit key (11 + 11 + 10) and one pass usually leaves a
-  // threshold bin small enough that the second finishes; 2048 bins cost 8 KB of shared memory.
-  static constexpr int kDigitBits = 11;
+  static constexpr int kDigitBits = kDigitBits_;
   static constexpr int kBins = 1 << kDigitBits;
   // The first pass always takes the top digit, so loads can count it while they fill shared memory.
   static constexpr int kFirstShift = 32 - kDigitBits;
@@ -434,25 +434,27 @@ struct BlockSelect {
     PERSISTENT_TOPK_STAMP(14);
     __syncthreads();  // the sink's writes are visible to the whole block; ts.warp_* free for reuse
   }
+};
 
-  // Ascending bitonic sort of `count` (a power of two) 64-bit words in shared memory.
-  __device__ static void bitonic_sort(uint64_t* words, int count) {
-    for (int size = 2; size <= count; size <<= 1) {
-      for (int stride = size >> 1; stride > 0; stride >>= 1) {
-        for (int i = threadIdx.x; i < count / 2; i += kThreads) {
-          const int lo = 2 * i - (i & (stride - 1));
-          const int hi = lo + stride;
-          const bool ascending = (lo & size) == 0;
-          const uint64_t a = words[lo], b = words[hi];
-          if ((a > b) == ascending) {
-            words[lo] = b;
-            words[hi] = a;
-          }
+// Ascending bitonic sort of `count` (a power of two) 64-bit words in shared memory, by a block of
+// kThreads threads.
+template <int kThreads>
+__device__ void block_bitonic_sort(uint64_t* words, int count) {
+  for (int size = 2; size <= count; size <<= 1) {
+    for (int stride = size >> 1; stride > 0; stride >>= 1) {
+      for (int i = threadIdx.x; i < count / 2; i += kThreads) {
+        const int lo = 2 * i - (i & (stride - 1));
+        const int hi = lo + stride;
+        const bool ascending = (lo & size) == 0;
+        const uint64_t a = words[lo], b = words[hi];
+        if ((a > b) == ascending) {
+          words[lo] = b;
+          words[hi] = a;
         }
-        __syncthreads();
       }
+      __syncthreads();
     }
   }
-};
+}
 
 }  // namespace persistent_topk

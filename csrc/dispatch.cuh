@@ -16,6 +16,7 @@
 #include "epilogue.cuh"
 #include "keys.cuh"
 #include "plan.cuh"
+#include "policy.cuh"
 #include "topk_medium.cuh"
 #include "topk_radix_large.cuh"
 #include "team.cuh"
@@ -23,52 +24,10 @@
 
 namespace persistent_topk {
 
-// Every tuning constant, with its reason.
-struct Policy {
-  // Two CTAs of 16 warps per SM: one streams its next row from HBM while the other runs its passes
-  // out of shared memory (measured against one 32-warp CTA per SM: 1.3-1.5x faster on batches of
-  // many rows, equal on small ones; docs/perf-notes.md).
-  static constexpr int kThreads = 512;
-  static constexpr int kMinBlocksPerSM = 2;
-  // Keys a CTA holds in shared memory: 24K x 4 B = 96 KB; with ~17 KB of histogram, team mailbox and
-  // state two CTAs fit in Hopper's 228 KB per SM. Holds a solo row or a team row's slice, and behind
-  // it the keys that survive the first digit (compacted).
-  static constexpr int kSmemKeys = 24576;
-  // Keys each thread holds in the register path (topk_small.cuh): rows of k < n <= kThreads x this
-  // are selected from registers, longer solo rows from shared memory.
-  static constexpr int kRegisterKeysPerThread = 8;
-  // Which logits take the register path: 4-byte ones. With it, the 16-bit kernels spill 4 bytes (the
-  // path's own code compiles within 64 registers, but ptxas then spills in the rest of the kernel),
-  // so 16-bit rows stay on the shared-memory path.
-  template <typename T>
-  __host__ __device__ static constexpr bool register_path() {
-    return sizeof(T) == 4;
-  }
-  // The path choice's lengths (plan.cuh): solo rows, rows never split, team slices.
-  static constexpr int kSoloMaxKeys = PathPolicy::kSoloMaxKeys;
-  static constexpr int kTeamMinLength = PathPolicy::kTeamMinLength;
-  static constexpr int kTeamSliceKeys = PathPolicy::kTeamSliceKeys;
-  // Slices longer than this (a solo row is a slice; decided per team, so that a team's CTAs run the
-  // same passes) compact the keys that survive the first digit before the later passes. On shorter
-  // ones the list would hold much of the slice (k = 2048 of 4K keys) and the compaction pass costs
-  // more than it saves (docs/perf-notes.md).
-  static constexpr int kCompactMinKeys = 6144;
-  // CTAs per thread-block cluster, chosen per launch from the shape (launch.cuh); the plan sizes each
-  // team row's team within it (a cluster or a half, quarter... of one). 8 is the portable cluster
-  // size; Hopper also runs non-portable clusters of up to 16 (16 x kTeamSliceKeys = 320K columns).
-  static constexpr int kMinClusterSize = 2;
-  static constexpr int kPortableClusterSize = 8;
-  static constexpr int kMaxClusterSize = 16;
-  // Slices start at multiples of this many columns, so each starts 16-byte aligned whenever the row
-  // does (16 covers 4-byte and 2-byte logits).
-  static constexpr int kSliceAlign = 16;
-  // sorted=True sorts the selection in the keys buffer as 64-bit words, padded to a power of two.
-  static constexpr int kMaxSortedK = 8192;
-  static_assert(kMaxSortedK * 2 <= kSmemKeys, "the sorted selection fits the keys buffer");
-  static_assert(kSoloMaxKeys <= kSmemKeys && kTeamMinLength <= kSoloMaxKeys, "a solo row fits the keys buffer");
-  static_assert(kMaxClusterSize <= Team::kMaxSize, "a team mailbox holds kMaxSize senders");
-  static_assert(kTeamSliceKeys <= kSmemKeys, "a team's slices fit the keys buffer");
-};
+static_assert(Policy::kMaxClusterSize <= Team::kMaxSize, "a team mailbox holds a cluster's senders");
+
+// The block-wide radix search every path runs, as the policy tunes it.
+using Select = BlockSelect<Policy::kThreads, Policy::kDigitBits>;
 
 struct Params {
   const void* logits;
@@ -155,17 +114,15 @@ __device__ __forceinline__ bool finish_reads_output(const Params& p) {
 // length), so the team's exchanges line up. record_claim() runs in thread 0 once the loads are in.
 template <typename T, class RecordClaim>
 __device__ __forceinline__ void select_row(const Params& p, int r, const RowWindow& w, Team& team, uint32_t* keys,
-                                           const FusedIndexWrite* fused,
-                                           typename BlockSelect<Policy::kThreads>::TempStorage& ts,
+                                           const FusedIndexWrite* fused, typename Select::TempStorage& ts,
                                            const RecordClaim& record_claim) {
   constexpr int kThreads = Policy::kThreads;
-  using Select = BlockSelect<kThreads>;
   const TeamSlices slices = TeamSlices::of(w.n, team.size, Policy::kSliceAlign);
   const int rank = team.rank();
   const int first = slices.first(rank), length = slices.length(rank, w.n);
   const T* slice = static_cast<const T*>(p.logits) + static_cast<int64_t>(r) * p.row_pitch + w.start + first;
   const int m = min(p.k, w.n);
-  using Registers = RegisterRowAgent<kThreads, T, Policy::kRegisterKeysPerThread>;
+  using Registers = RegisterRowAgent<Select, T, Policy::kRegisterKeysPerThread>;
   if (Policy::register_path<T>() && team.size == 1 && m < w.n && w.n <= Registers::kMaxKeys) {
     Select::zero_histogram(ts);
     PERSISTENT_TOPK_STAMP(1);
@@ -175,18 +132,18 @@ __device__ __forceinline__ void select_row(const Params& p, int r, const RowWind
     Select::zero_histogram(ts);
     PERSISTENT_TOPK_STAMP(1);
     __syncthreads();
-    load_row<kThreads, T>(slice, length, keys, ts);
+    load_row<Select, T>(slice, length, keys, ts);
     // Behind the barrier before the loads (every thread has read what next_row() read of the state)
     // and before the row's write-out, whose exchange hands a team's claim to its other CTAs.
     if (threadIdx.x == 0) record_claim();
     PERSISTENT_TOPK_STAMP(2);  // (select_in_shared() starts with a barrier: keys and ts.hist complete)
     const int spare = spare_offset(length);
-    select_in_shared<kThreads, T>(length, w.n, m, keys, ts, ColumnOf{first}, index_sink(p, r, fused), keys + spare,
+    select_in_shared<Select, T>(length, w.n, m, keys, ts, ColumnOf{first}, index_sink(p, r, fused), keys + spare,
                                   Policy::kSmemKeys - spare, slices.slice_len > Policy::kCompactMinKeys, team);
   } else {
     __syncthreads();  // every thread has read what next_row() read of the state
     if (threadIdx.x == 0) record_claim();
-    team = select_in_global<kThreads, T>(slice, length, w.n, m, first, ts, index_sink(p, r, fused), team);
+    team = select_in_global<Select, T>(slice, length, w.n, m, first, ts, index_sink(p, r, fused), team);
   }
   PERSISTENT_TOPK_STAMP(9);
   // Bare indices, no padding: the row is done. (The kernel's loop starts every row with a barrier, so
@@ -404,8 +361,6 @@ __device__ __forceinline__ void check_planned_length(const Params& p, const Next
 
 template <typename T>
 __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) persistent_topk_kernel(Params p) {
-  constexpr int kThreads = Policy::kThreads;
-  using Select = BlockSelect<kThreads>;
   // 128-byte aligned whatever the static shared memory before it adds up to: a warp's 512-byte
   // cp.async fills and 16-byte reads of keys then touch 4 128-byte lines, not 5 (an offset of 16 bytes
   // made every row's load ~40% slower in an experiment).

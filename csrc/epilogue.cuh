@@ -179,7 +179,7 @@ __device__ __noinline__ void finish_row(int m, int k, RowOutput<T> output, uint6
       scratch[j] = word;
     }
     __syncthreads();
-    BlockSelect<kThreads>::bitonic_sort(scratch, count);
+    block_bitonic_sort<kThreads>(scratch, count);
     for (int j = threadIdx.x; j < m; j += kThreads) output.write(j, static_cast<int32_t>(scratch[j] & 0xFFFFFFFFu));
   } else if (output.needs_finish()) {
     // Each thread rewrites the positions it read: no barrier between the read and the write.

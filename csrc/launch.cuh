@@ -94,7 +94,7 @@ cudaError_t resident_limits(ResidentLimits* limits) {
 //    rows; clusters of 8, or of 16 where the device runs them and slices of 8 would not leave room
 //    for compaction (kTeamSliceKeys);
 //  - many rows: rows longer than a solo CTA holds are team rows; clusters of the smallest size
-//    (among kClusterSizes) whose slices hold a row as long as the stride in shared memory: the most
+//    (among Policy::kClusterSizes) whose slices hold a row as long as the stride in shared memory: the most
 //    clusters at once, and rows as long as the stride in the fewest rounds.
 //  - either way a plain launch (no cluster) where the stride leaves no row long enough to split.
 // The grid: min(resident clusters, rows) clusters, else min(resident CTAs, rows) plain CTAs, spread
@@ -104,11 +104,6 @@ struct LaunchShape {
   int units;            // clusters (or plain CTAs) in the grid
   int min_team_length;  // rows up to this long are never team rows (PlanParams)
   __host__ int ctas() const { return units * cluster_size; }
-
-  // Cluster sizes the launch takes: a cluster splits into teams by halving (plan.cuh), so sizes of the
-  // form 2^a and 3 x 2^a give rows of every length a team near their size (12 is left out: 16 gives
-  // a row of 262,144 room to compact).
-  static constexpr int kClusterSizes[] = {2, 3, 4, 6, 8, 16};
 
   __host__ static bool few_rows(int64_t rows, const ResidentLimits& resident) {
     return rows <= resident.clusters_of(Policy::kPortableClusterSize);
@@ -122,7 +117,7 @@ struct LaunchShape {
       const int slice = TeamSlices::of(static_cast<int>(stride), Policy::kPortableClusterSize, Policy::kSliceAlign).slice_len;
       return slice <= Policy::kTeamSliceKeys ? Policy::kPortableClusterSize : largest;
     }
-    for (int size : kClusterSizes) {
+    for (int size : Policy::kClusterSizes) {
       if (size > largest || resident.clusters_of(size) < 1) continue;
       if (TeamSlices::of(static_cast<int>(stride), size, Policy::kSliceAlign).slice_len <= Policy::kSmemKeys) {
         return size;

@@ -11,6 +11,8 @@
 #pragma once
 #include <cstdint>
 
+#include "policy.cuh"
+
 namespace persistent_topk {
 
 // Row windows (persistent_topk/plan.py MODE_*): lengths from column 0; decode's seq_lens and next_n;
@@ -62,23 +64,6 @@ struct RowSource {
 
 enum class RowPath { kShort, kSolo, kTeam };
 
-// The constants of the path choice, shared by the plan kernel and the persistent kernel.
-struct PathPolicy {
-  // Rows up to this long may be selected by one CTA alone: 16K leaves 8K words of its shared memory
-  // (24K keys) behind the row for its compacted keys (about k plus one histogram bin).
-  static constexpr int kSoloMaxKeys = 16384;
-  // Rows up to this long are never split: a team's exchanges cost more than the slices save.
-  static constexpr int kTeamMinLength = 4096;
-  // A team row is cut into slices of at most this many keys where its cluster allows: 4K words stay
-  // free behind each slice for the keys that survive the first digit (compaction); a slice that fills
-  // shared memory has no room, and every later pass runs over all its keys (one row of 196,608 took
-  // 20.9 us on teams of 8, one of 229,376 15.8 us on teams of 16).
-  static constexpr int kTeamSliceKeys = 20480;
-  // The plan doubles every team while the grid still holds all of them at once (up to this many
-  // doublings): a row's latency falls with its slices.
-  static constexpr int kMaxWidenings = 4;
-};
-
 // The team sizes a cluster of `cluster_size` CTAs can give a row: its own size and its halves while
 // they are even (16: 16, 8, 4, 2; 6: 6, 3), so that a cluster splits into teams by halving
 // (dispatch.cuh). The smallest of them with at least `want` CTAs (the cluster's size if none has),
@@ -113,9 +98,9 @@ struct LengthClass {
 // row of its class.
 __device__ __forceinline__ int team_want(int n, int k, int min_team_length) {
   if (n <= k || n <= min_team_length) return 0;
-  if (n <= PathPolicy::kSoloMaxKeys) return 1;
+  if (n <= Policy::kSoloMaxKeys) return 1;
   const int top = LengthClass::of(n).top;
-  const int want = (top + PathPolicy::kTeamSliceKeys - 1) / PathPolicy::kTeamSliceKeys;
+  const int want = (top + Policy::kTeamSliceKeys - 1) / Policy::kTeamSliceKeys;
   return want < 2 ? 2 : want;
 }
 
@@ -194,11 +179,9 @@ struct PlanParams {
 // still holds all of the batch's teams and other rows at once (a row's latency falls with its slices;
 // a batch that fills the grid keeps the fewest CTAs per row). Team sizes then fall along the order
 // with the lengths, which is what lets a cluster split into teams by halving (dispatch.cuh).
-constexpr int kPlanThreads = 1024;
+constexpr int kPlanThreads = Policy::kPlanThreads;
 constexpr int kPlanWarps = kPlanThreads / 32;
-// Each lane keeps its first few rows' lengths in registers between the plan's passes (a batch of up to
-// 4 x 1024 rows then reads each length from memory once).
-constexpr int kCachedLengths = 4;
+constexpr int kCachedLengths = Policy::kPlanCachedLengths;
 
 // A lane's j-th row length (j counts the lane's rows: r = begin + lane + 32 j): in registers for the
 // first kCachedLengths, read back from the plan (written by this same lane) for the rest. The unrolled
@@ -232,7 +215,7 @@ __global__ void __launch_bounds__(kPlanThreads, 1) make_plan_kernel(PlanParams q
   __shared__ uint32_t counts[kPlanKeys][kPlanWarps];  // per (key, warp); then each warp's next position
   __shared__ uint32_t thread_totals[kPlanWarps];
   __shared__ uint32_t team_rows;  // the first solo row's position: key kLengthClasses's first offset
-  __shared__ uint32_t ctas_if_widened[PathPolicy::kMaxWidenings + 1];  // CTAs the rows take at once
+  __shared__ uint32_t ctas_if_widened[Policy::kMaxWidenings + 1];  // CTAs the rows take at once
   const PlanView plan = PlanView::of(q.plan, q.rows);
   int32_t* planned = const_cast<int32_t*>(plan.planned_lengths);
   int32_t* order = const_cast<int32_t*>(plan.order);
@@ -241,7 +224,7 @@ __global__ void __launch_bounds__(kPlanThreads, 1) make_plan_kernel(PlanParams q
   const int begin = min(q.rows, warp * per_warp), end = min(q.rows, begin + per_warp);
   uint32_t* flat = &counts[0][0];
   for (int i = threadIdx.x; i < kPlanKeys * kPlanWarps; i += kPlanThreads) flat[i] = 0;
-  if (threadIdx.x <= PathPolicy::kMaxWidenings) ctas_if_widened[threadIdx.x] = 0;
+  if (threadIdx.x <= Policy::kMaxWidenings) ctas_if_widened[threadIdx.x] = 0;
   __syncthreads();
   // PDL: the lengths (and the plan buffer, which a top-k kernel still running may read) are the
   // previous kernels'; the top-k kernel behind this one may start its prologue.
@@ -249,7 +232,7 @@ __global__ void __launch_bounds__(kPlanThreads, 1) make_plan_kernel(PlanParams q
   allow_next_grid();
   // Each row's live length, and the CTAs every row that needs a selection would take at once after
   // each number of widenings (integer sums: the same whatever order the atomics land in).
-  uint32_t ctas[PathPolicy::kMaxWidenings + 1] = {};
+  uint32_t ctas[Policy::kMaxWidenings + 1] = {};
   LaneLengths lengths;  // read again below without a round trip
   for (int r = begin + lane, j = 0; r < end; r += 32, ++j) {
     const int n = q.source.window(r).n;
@@ -257,17 +240,17 @@ __global__ void __launch_bounds__(kPlanThreads, 1) make_plan_kernel(PlanParams q
     lengths.keep(j, n);
     if (n <= q.k) continue;
 #pragma unroll
-    for (int w = 0; w <= PathPolicy::kMaxWidenings; ++w) ctas[w] += team_size_of(n, q.k, q.min_team_length, q.cluster_size, w);
+    for (int w = 0; w <= Policy::kMaxWidenings; ++w) ctas[w] += team_size_of(n, q.k, q.min_team_length, q.cluster_size, w);
   }
 #pragma unroll
-  for (int w = 0; w <= PathPolicy::kMaxWidenings; ++w) {
+  for (int w = 0; w <= Policy::kMaxWidenings; ++w) {
     const uint32_t sum = __reduce_add_sync(0xFFFFFFFFu, ctas[w]);
     if (lane == 0 && sum != 0u) atomicAdd(&ctas_if_widened[w], sum);
   }
   __syncthreads();
   // The most widenings whose teams the launch holds at once (none if not even the plain sizes fit).
   int widenings = 0;
-  for (int w = 1; w <= PathPolicy::kMaxWidenings; ++w) {
+  for (int w = 1; w <= Policy::kMaxWidenings; ++w) {
     if (ctas_if_widened[w] <= static_cast<uint32_t>(q.capacity)) widenings = w;
   }
   // Count each warp's keys (every group of equal keys counted by its lowest lane). The lengths were

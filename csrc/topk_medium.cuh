@@ -6,18 +6,17 @@
 
 #include "block_select.cuh"
 #include "keys.cuh"
+#include "policy.cuh"
 #include "stamps.cuh"
 #include "topk_small.cuh"
 
 namespace persistent_topk {
 
-template <int kThreads, typename T>
+template <class Select, typename T>
 struct SharedRowLoader {
-  using Select = BlockSelect<kThreads>;
+  static constexpr int kThreads = Select::kThreads;
   static constexpr int kPerVector = 16 / sizeof(T);
-  // 16-byte loads in flight per thread before the first is used. One (8 logits) keeps the kernel
-  // within 64 registers (two or four spilled); 16-bit rows carry half the bytes per logit.
-  static constexpr int kLoadsInFlight = 1;
+  static constexpr int kLoadsInFlight = Policy::kLoadsInFlight;
 
   // keys[0, n) <- keys of src[0, n); ts.hist must be zero and counts the first digit of all n.
   __device__ __forceinline__ static void load(const T* __restrict__ src, int n, uint32_t* keys,
@@ -91,10 +90,10 @@ __device__ __forceinline__ void wait_async_copies_but(int pending) {
 // 4-byte words (float32 logits) -> keys[0, n), counting the first digit. A 16-byte aligned source is
 // copied asynchronously as raw words and converted in place; otherwise each word goes through
 // registers. `to_key_of(word)` converts one word.
-template <int kThreads, class ToKey>
+template <class Select, class ToKey>
 __device__ __forceinline__ void load_words(const uint32_t* __restrict__ src, int n, uint32_t* keys,
-                                           typename BlockSelect<kThreads>::TempStorage& ts, const ToKey& to_key_of) {
-  using Select = BlockSelect<kThreads>;
+                                           typename Select::TempStorage& ts, const ToKey& to_key_of) {
+  constexpr int kThreads = Select::kThreads;
   if ((reinterpret_cast<uintptr_t>(src) & 15u) != 0) {
     for (int i = threadIdx.x; i < n; i += kThreads) {
       const uint32_t key = to_key_of(__ldcg(src + i));
@@ -143,13 +142,12 @@ struct Float32BitsToKey {
 };
 
 // A row's (or slice's) logits -> keys in shared memory, first digit counted (ts.hist must be zero).
-template <int kThreads, typename T>
-__device__ __forceinline__ void load_row(const T* src, int n, uint32_t* keys,
-                                         typename BlockSelect<kThreads>::TempStorage& ts) {
+template <class Select, typename T>
+__device__ __forceinline__ void load_row(const T* src, int n, uint32_t* keys, typename Select::TempStorage& ts) {
   if constexpr (sizeof(T) == 4) {
-    load_words<kThreads>(reinterpret_cast<const uint32_t*>(src), n, keys, ts, Float32BitsToKey{});
+    load_words<Select>(reinterpret_cast<const uint32_t*>(src), n, keys, ts, Float32BitsToKey{});
   } else {
-    SharedRowLoader<kThreads, T>::load(src, n, keys, ts);
+    SharedRowLoader<Select, T>::load(src, n, keys, ts);
   }
 }
 
@@ -163,9 +161,8 @@ struct ColumnOf {
 // copies of those at or above the threshold bin with their positions, one segment per warp
 // (compact_by_warp). One type for both keeps one copy of the refine and write-out code; the branch is
 // uniform. Passed by value everywhere (a small struct in registers, never in local memory).
-template <int kThreads>
+template <class Select>
 struct KeyList {
-  using Select = BlockSelect<kThreads>;
   const uint32_t* keys;       // the list's keys, contiguous within each warp's span
   const uint32_t* positions;  // null: keys are the row's own keys[0, n); else each key's position
   int n;
@@ -205,12 +202,11 @@ struct KeyList {
 // never depends on a buffer's size. Without `compact` (few keys: the list would be much of them) they
 // run over all n keys from the start. The write-out is one predicate (key >= threshold) unless a tie is
 // cut at the pivot key.
-template <int kThreads, typename T>
+template <class Select, typename T>
 __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const uint32_t* keys,
-                                                 typename BlockSelect<kThreads>::TempStorage& ts, ColumnOf column_of,
+                                                 typename Select::TempStorage& ts, ColumnOf column_of,
                                                  const IndexSink& sink, uint32_t* spare, int capacity, bool compact,
                                                  Team& team) {
-  using Select = BlockSelect<kThreads>;
   constexpr int kBits = KeyTraits<T>::kSignificantBits;
   Threshold t{0u, 0, m, true};  // m >= row_n: every key, a zero-bit prefix they all share
   if (m < row_n) {
@@ -225,7 +221,7 @@ __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const 
   } else {
     __syncthreads();  // the keys are in shared memory (publish_histogram() is this barrier otherwise)
   }
-  using List = KeyList<kThreads>;
+  using List = KeyList<Select>;
   List list{keys, nullptr, n, 0, ts.segment_count, column_of.first};  // all n keys
   if (!t.all_at_selected) {
     // Compact: warp w's keys at or above the bin, and their positions, into segment w of the two

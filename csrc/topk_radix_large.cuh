@@ -44,11 +44,9 @@ struct GlobalKeys {
 // long for shared memory. The same exchanges as select_in_shared() in the same order, so one team may
 // not mix the two. Slower, exact, and needs no scratch at all. The team goes in and out by value, so
 // that it stays in registers across the call.
-template <int kThreads, typename T>
+template <class Select, typename T>
 __device__ __noinline__ Team select_in_global(const T* slice, int n, int row_n, int m, int first_column,
-                                              typename BlockSelect<kThreads>::TempStorage& ts, IndexSink sink,
-                                              Team team) {
-  using Select = BlockSelect<kThreads>;
+                                              typename Select::TempStorage& ts, IndexSink sink, Team team) {
   const GlobalKeys<T> key_at{slice};
   const typename Select::EvenSpans spans{n};
   Threshold t{0u, 0, m, true};  // m >= row_n: every key, a zero-bit prefix they all share

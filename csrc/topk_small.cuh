@@ -50,9 +50,9 @@ struct ShortRowAgent {
 // Columns past n hold key 0, which no logit has (keys.cuh: 0 would be a NaN, and every NaN is the
 // top key), and which is below every first digit a threshold can take (bin 0 of the first digit holds
 // only NaN bit patterns): they are never counted and never selected.
-template <int kThreads, typename T, int kKeysPerThread>
+template <class Select, typename T, int kKeysPerThread>
 struct RegisterRowAgent {
-  using Select = BlockSelect<kThreads>;
+  static constexpr int kThreads = Select::kThreads;
   static constexpr int kMaxKeys = kThreads * kKeysPerThread;
   static constexpr int kPerVector = 16 / static_cast<int>(sizeof(T));
   static_assert(kKeysPerThread % kPerVector == 0, "a thread's keys are whole 16-byte vectors");

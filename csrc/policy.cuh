@@ -1,0 +1,97 @@
+// The tuning policy: every knob of the library in one struct, each with its reason, derived from the
+// others and static_asserted where it depends on them. Nothing here is a launch argument: the host
+// chooses only the launch's shape (launch.cuh) and the plan kernel only each row's team (plan.cuh),
+// both from these constants. The block primitives (block_select.cuh, team.cuh) take what they need as
+// template arguments and know nothing of this struct.
+#pragma once
+
+namespace persistent_topk {
+
+struct Policy {
+  // ---- The persistent kernel's CTA ----
+  // Two CTAs of 16 warps per SM: one streams its next row from HBM while the other runs its passes
+  // out of shared memory (measured against one 32-warp CTA per SM: 1.3-1.5x faster on batches of
+  // many rows, equal on small ones; docs/perf-notes.md).
+  static constexpr int kThreads = 512;
+  static constexpr int kMinBlocksPerSM = 2;
+  // Keys a CTA holds in shared memory: 24K x 4 B = 96 KB; with ~17 KB of histogram, team mailbox and
+  // state two CTAs fit in Hopper's 228 KB per SM. Holds a solo row or a team row's slice, and behind
+  // it the keys that survive the first digit (compacted).
+  static constexpr int kSmemKeys = 24576;
+
+  // ---- The radix search (block_select.cuh) ----
+  // 11-bit digits: three passes cover a 32-bit key (11 + 11 + 10) and one pass usually leaves a
+  // threshold bin small enough that the second finishes; 2048 bins cost 8 KB of shared memory, one
+  // 16-byte word of them per thread.
+  static constexpr int kDigitBits = 11;
+  static_assert((1 << kDigitBits) == 4 * kThreads, "the histogram is zeroed and searched four bins per thread");
+
+  // ---- Register path (topk_small.cuh) ----
+  // Keys each thread holds: rows of k < n <= kThreads x this are selected from registers, longer solo
+  // rows from shared memory (16 keys spilled and took twice as long on 4K rows).
+  static constexpr int kRegisterKeysPerThread = 8;
+  // Which logits take the register path: 4-byte ones. With it, the 16-bit kernels spill 4 bytes (the
+  // path's own code compiles within 64 registers, but ptxas then spills in the rest of the kernel),
+  // so 16-bit rows stay on the shared-memory path.
+  template <typename T>
+  __host__ __device__ static constexpr bool register_path() {
+    return sizeof(T) == 4;
+  }
+  static constexpr int kRegisterMaxKeys = kThreads * kRegisterKeysPerThread;
+
+  // ---- Rows in shared memory (topk_medium.cuh) ----
+  // 16-byte loads in flight per thread before the first is used (16-bit rows, which are loaded
+  // through registers). One (8 logits) keeps the kernel within 64 registers (two or four spilled).
+  static constexpr int kLoadsInFlight = 1;
+  // Slices longer than this (a solo row is a slice; decided per team, so that a team's CTAs run the
+  // same passes) compact the keys that survive the first digit before the later passes. On shorter
+  // ones the list would hold much of the slice (k = 2048 of 4K keys) and the compaction pass costs
+  // more than it saves (docs/perf-notes.md).
+  static constexpr int kCompactMinKeys = 6144;
+  // sorted=True sorts the selection in the keys buffer as 64-bit words, padded to a power of two.
+  static constexpr int kMaxSortedK = 8192;
+  static_assert(kMaxSortedK * 2 <= kSmemKeys, "the sorted selection fits the keys buffer");
+
+  // ---- The path choice (plan.cuh, dispatch.cuh) ----
+  // Rows up to this long may be selected by one CTA alone: 16K leaves 8K words of its shared memory
+  // behind the row for its compacted keys (about k plus one histogram bin).
+  static constexpr int kSoloMaxKeys = 16384;
+  // Rows up to this long are never split: a team's exchanges cost more than the slices save.
+  static constexpr int kTeamMinLength = 4096;
+  // A team row is cut into slices of at most this many keys where its cluster allows: 4K words stay
+  // free behind each slice for the keys that survive the first digit (compaction); a slice that fills
+  // shared memory has no room, and every later pass runs over all its keys (one row of 196,608 took
+  // 20.9 us on teams of 8, one of 229,376 15.8 us on teams of 16).
+  static constexpr int kTeamSliceKeys = 20480;
+  // The plan doubles every team while the grid still holds all of them at once (up to this many
+  // doublings): a row's latency falls with its slices.
+  static constexpr int kMaxWidenings = 4;
+  static_assert(kSoloMaxKeys <= kSmemKeys && kTeamMinLength <= kSoloMaxKeys, "a solo row fits the keys buffer");
+  static_assert(kTeamSliceKeys <= kSmemKeys, "a team's slices fit the keys buffer");
+
+  // ---- Clusters (launch.cuh, team.cuh) ----
+  // CTAs per thread-block cluster, chosen per launch from the shape; the plan sizes each team row's
+  // team within it (a cluster or a half, quarter... of one). 8 is the portable cluster size; Hopper
+  // also runs non-portable clusters of up to 16 (16 x kTeamSliceKeys = 320K columns).
+  static constexpr int kMinClusterSize = 2;
+  static constexpr int kPortableClusterSize = 8;
+  static constexpr int kMaxClusterSize = 16;
+  // The cluster sizes a launch takes: a cluster splits into teams by halving (plan.cuh), so sizes of
+  // the form 2^a and 3 x 2^a give rows of every length a team near their size (12 is left out: 16
+  // gives a row of 262,144 room to compact).
+  static constexpr int kClusterSizes[] = {2, 3, 4, 6, 8, 16};
+  static_assert(kClusterSizes[0] == kMinClusterSize && kClusterSizes[5] == kMaxClusterSize,
+                "the launch's cluster sizes span [kMinClusterSize, kMaxClusterSize]");
+  // Slices start at multiples of this many columns, so each starts 16-byte aligned whenever the row
+  // does (16 covers 4-byte and 2-byte logits).
+  static constexpr int kSliceAlign = 16;
+
+  // ---- The plan kernel (plan.cuh) ----
+  // One CTA: the plan of up to a few thousand rows is a handful of passes over their lengths.
+  static constexpr int kPlanThreads = 1024;
+  // Each lane keeps its first few rows' lengths in registers between the plan's passes (a batch of up
+  // to 4 x 1024 rows then reads each length from memory once).
+  static constexpr int kPlanCachedLengths = 4;
+};
+
+}  // namespace persistent_topk
