@@ -1,14 +1,22 @@
 // Block-level primitives shared by every path: exact radix threshold search, emission in index order,
 // and the small sort behind sorted=True. Each works on any "key source" (a functor i -> key), so the
-// same code selects from shared memory and from global memory. A CTA may be one of a team that
-// selects one row together (team.cuh): histograms are then summed over the team before a digit is
-// chosen, and emission offsets count what the CTAs of lower rank select.
+// same code selects from registers, shared memory and global memory.
+//
+// A CTA may be one of several that select one row together (a long row's team, topk_radix_large.cuh).
+// These primitives do not know how such CTAs talk to each other: every step that combines counts goes
+// through a Combine, which a caller passes in:
+//   combine.publish(ts)            this CTA's histogram (ts.hist) is counted: a block barrier, and the
+//                                  CTA's counts handed to the others;
+//   combine.find_digit(ts, need)   the digit whose bin holds the need-th largest key of the combined
+//                                  histograms, into ts.digit / count_above / count_at (then a barrier);
+//   combine.lower_ranks(total)     (above, at) summed over the CTAs that hold lower columns, given
+//                                  total() = this CTA's own (called only when it is needed).
+// BlockSelect::Alone is the Combine of a CTA that selects its row alone.
 #pragma once
 #include <cstdint>
 
 #include "keys.cuh"
 #include "stamps.cuh"
-#include "team.cuh"
 
 namespace persistent_topk {
 
@@ -197,83 +205,6 @@ struct BlockSelect {
     return __syncthreads_or(count > capacity) == 0;
   }
 
-  // A team searches its histograms in two levels, so that little crosses distributed shared memory
-  // (every CTA reading all of the others' 2048 bins cost ~3.5 us per digit): 64 groups of 32 bins,
-  // summed by each CTA before it sends them, then the 32 bins of the one group that holds the need-th
-  // key. One warp does the search.
-  static constexpr int kGroupBins = 32;
-  static constexpr int kGroups = kBins / kGroupBins;
-  static_assert(kGroups == 64 && kThreads * 4 == kBins, "two groups per lane; four bins per thread");
-
-  // This CTA's histogram (ts.hist, counted) is complete (a barrier): for a team, its group counts go
-  // to every CTA of the team (one exchange, which find_digit() waits for).
-  __device__ __forceinline__ static void publish_histogram(TempStorage& ts, Team& team) {
-    __syncthreads();
-    if (team.size == 1) return;
-    const uint4 c = *reinterpret_cast<const uint4*>(&ts.hist[4 * threadIdx.x]);
-    uint32_t sum = c.x + c.y + c.z + c.w;
-#pragma unroll
-    for (int offset = 1; offset < kGroupBins / 4; offset <<= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, offset);
-    static_assert(kGroups == TeamMailbox::kWords, "one exchange carries a histogram's group counts");
-    const Exchange groups = team.begin_exchange(kGroups);
-    if (threadIdx.x % (kGroupBins / 4) == 0) team.send(groups, threadIdx.x / (kGroupBins / 4), sum);
-  }
-
-  // The digit whose bin holds the need-th largest key of the team's histogram (ts.hist of every CTA
-  // of the team, their group counts exchanged by publish_histogram()), into ts.digit / count_above
-  // (keys in higher bins) / count_at. A team exchanges the 32 bins of the group that holds the key.
-  __device__ static void find_digit(TempStorage& ts, int need, Team& team) {
-    if (team.size == 1) {
-      find_digit_local(ts, need);
-      return;
-    }
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const Exchange groups_exchange = team.latest();
-    const Exchange bins_exchange = team.begin_exchange(kGroupBins);
-    if (warp == 0) {
-      // Groups from the top: lane l holds groups 63 - 2l (upper) and 62 - 2l, summed over the team.
-      team.wait(groups_exchange);
-      uint2 groups = make_uint2(0, 0);
-#pragma unroll
-      for (int r = 0; r < Team::kMaxSize; ++r) {
-        if (r < team.size) {
-          const uint2 g = *reinterpret_cast<const uint2*>(Team::received(groups_exchange, r) + kGroups - 2 - 2 * lane);
-          groups.x += g.x;
-          groups.y += g.y;
-        }
-      }
-      const uint32_t pair = groups.x + groups.y;
-      const uint32_t before = exclusive_from_top(pair, lane);
-      uint32_t group = 0, above = 0;
-      const bool upper = before < static_cast<uint32_t>(need) && before + groups.y >= static_cast<uint32_t>(need);
-      const bool lower = !upper && before + pair >= static_cast<uint32_t>(need) && before < static_cast<uint32_t>(need);
-      if (upper) {
-        group = kGroups - 1 - 2 * lane;
-        above = before;
-      } else if (lower) {
-        group = kGroups - 2 - 2 * lane;
-        above = before + groups.y;
-      }
-      const int owner = __ffs(__ballot_sync(0xFFFFFFFFu, upper || lower)) - 1;
-      group = __shfl_sync(0xFFFFFFFFu, group, owner);
-      above = __shfl_sync(0xFFFFFFFFu, above, owner);
-      // Bins of that group from the top: lane l holds bin group * 32 + 31 - l.
-      const uint32_t bin = group * kGroupBins + kGroupBins - 1 - lane;
-      team.send(bins_exchange, lane, ts.hist[bin]);
-      team.wait(bins_exchange);
-      uint32_t count = 0;
-#pragma unroll
-      for (int r = 0; r < Team::kMaxSize; ++r) count += r < team.size ? Team::received(bins_exchange, r)[lane] : 0u;
-      const uint32_t running = above + exclusive_from_top(count, lane);
-      if (running < static_cast<uint32_t>(need) && running + count >= static_cast<uint32_t>(need)) {
-        ts.digit = bin;
-        ts.count_above = running;
-        ts.count_at = count;
-      }
-    }
-    __syncthreads();
-  }
-
   // Sum of `value` over the lanes below this one (lane 0 is the top of the order).
   __device__ __forceinline__ static uint32_t exclusive_from_top(uint32_t value, int lane) {
     uint32_t inclusive = value;
@@ -315,18 +246,28 @@ struct BlockSelect {
     __syncthreads();
   }
 
-  // Decide the next digit of t (whose prefix the team's histogram in ts.hist counts, published) and,
+  // The Combine of a CTA that selects its row alone: its own histogram is the whole row's.
+  struct Alone {
+    __device__ __forceinline__ void publish(TempStorage&) const { __syncthreads(); }
+    __device__ __forceinline__ void find_digit(TempStorage& ts, int need) const { find_digit_local(ts, need); }
+    template <class Total>
+    __device__ __forceinline__ uint2 lower_ranks(const Total&) const {
+      return make_uint2(0, 0);
+    }
+  };
+
+  // Decide the next digit of t (whose prefix the combined histograms in ts.hist count, published) and,
   // while the threshold bin is only partly selected, count the digit after it and go on. The result
   // is exact: either every key of the threshold bin is selected, or all significant bits are decided
   // (the pivot key itself) and the first t.need keys equal to it in index order are. recount(t,
   // shift, digit_mask) adds this CTA's keys that match t's prefix to ts.hist.
-  template <class Recount>
+  template <class Combine, class Recount>
   __device__ __forceinline__ static Threshold refine(TempStorage& ts, Threshold t, int significant_bits,
-                                                     Team& team, const Recount& recount) {
+                                                     Combine& combine, const Recount& recount) {
     for (;;) {
       const int width = min(kDigitBits, significant_bits - t.bits);
       const int shift = 32 - t.bits - width;
-      find_digit(ts, t.need, team);
+      combine.find_digit(ts, t.need);
       const uint32_t digit = ts.digit, above = ts.count_above, at = ts.count_at;
       t.need -= static_cast<int>(above);
       t.prefix |= digit << shift;
@@ -338,7 +279,7 @@ struct BlockSelect {
       __syncthreads();
       const int next_width = min(kDigitBits, significant_bits - t.bits);
       recount(t, 32 - t.bits - next_width, (1u << next_width) - 1u);
-      publish_histogram(ts, team);
+      combine.publish(ts);
     }
     // No barrier: find_digit() ended with one, and nothing writes ts.digit/count_* before the next
     // search, which is behind several more.
@@ -346,23 +287,24 @@ struct BlockSelect {
   }
 
   // Sums of per-warp counts (already in ts.warp_above/warp_at) over the warps before this one, plus
-  // what the team's CTAs of lower rank select: this warp's first output positions.
-  __device__ __forceinline__ static uint2 offsets_before_warp(TempStorage& ts, Team& team) {
+  // what the CTAs holding lower columns select (combine): this warp's first output positions.
+  template <class Combine>
+  __device__ __forceinline__ static uint2 offsets_before_warp(TempStorage& ts, Combine& combine) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     static_assert(kWarps <= 32, "one lane per warp");
     const uint32_t above = lane < kWarps ? ts.warp_above[lane] : 0u, at = lane < kWarps ? ts.warp_at[lane] : 0u;
     const uint32_t above_before = warp_sum(lane < warp ? above : 0u), at_before = warp_sum(lane < warp ? at : 0u);
-    const uint2 lower = team.size == 1 ? make_uint2(0, 0) : team.lower_ranks_total(warp_sum(above), warp_sum(at));
+    const uint2 lower = combine.lower_ranks([&] { return make_uint2(warp_sum(above), warp_sum(at)); });
     return make_uint2(above_before + lower.x, at_before + lower.y);
   }
 
   // Emission when no tie is cut (t.all_at_selected, the usual case): a key is selected iff it is >=
   // t.prefix (zero below its bits), one predicate. Each warp counts what its span (spans(warp) of
-  // keys[]) selects, learns how much the warps (and the team's CTAs) before it select, and writes its
+  // keys[]) selects, learns how much the warps (and the combined CTAs) before it select, and writes its
   // keys at those positions through filter_span(), in index order: index_of(i) for keys[i].
-  template <class Spans, class IndexOf, class Sink>
+  template <class Spans, class IndexOf, class Sink, class Combine>
   __device__ static void emit_uncut(TempStorage& ts, const Spans& spans, const uint32_t* keys,
-                                    const IndexOf& index_of, const Threshold& t, const Sink& sink, Team& team) {
+                                    const IndexOf& index_of, const Threshold& t, const Sink& sink, Combine& combine) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int2 span = spans(warp);
     const uint32_t count = count_span(keys, span.x, span.y, t.prefix);
@@ -371,8 +313,9 @@ struct BlockSelect {
       ts.warp_at[warp] = 0;
     }
     __syncthreads();
-    // Lower ranks of a team emit the same way (every CTA sees the same t): their counts are all "above".
-    const uint2 before = offsets_before_warp(ts, team);
+    // CTAs holding lower columns emit the same way (every CTA sees the same t): their counts are all
+    // "above".
+    const uint2 before = offsets_before_warp(ts, combine);
     const uint32_t position = before.x + before.y;
     filter_span<false>(keys, span.x, span.y, t.prefix,
                        [&](uint32_t rank, int i, uint32_t key) { sink.put(position + rank, index_of(i), key); });
@@ -380,13 +323,13 @@ struct BlockSelect {
   }
 
   // Emit the selection in ascending index order: each warp owns a contiguous span of the list (in
-  // list order, warp after warp), counts
-  // what it selects, learns how much the warps (and the team's CTAs) before it select, then walks its
-  // span again writing sink.put(position, index_of(i), key). Positions are dense in [0, m). Cuts ties:
-  // of the keys equal to the threshold, the first t.need of the team in index order are selected.
-  template <class Spans, class KeyAt, class IndexOf, class Sink>
+  // list order, warp after warp), counts what it selects, learns how much the warps (and the combined
+  // CTAs) before it select, then walks its span again writing sink.put(position, index_of(i), key).
+  // Positions are dense in [0, m). Cuts ties: of the keys equal to the threshold, the first t.need of
+  // the row in index order are selected.
+  template <class Spans, class KeyAt, class IndexOf, class Sink, class Combine>
   __device__ static void emit(TempStorage& ts, const Spans& spans, const KeyAt& key_at, const IndexOf& index_of,
-                              const Threshold& t, const Sink& sink, Team& team) {
+                              const Threshold& t, const Sink& sink, Combine& combine) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int2 span = spans(warp);
     const int lo = span.x, hi = span.y;
@@ -407,7 +350,7 @@ struct BlockSelect {
     }
     PERSISTENT_TOPK_STAMP(12);
     __syncthreads();
-    const uint2 before = offsets_before_warp(ts, team);
+    const uint2 before = offsets_before_warp(ts, combine);
     PERSISTENT_TOPK_STAMP(13);
     uint32_t above_before = before.x, at_before = before.y;
     const uint32_t need = static_cast<uint32_t>(t.need);

@@ -138,8 +138,9 @@ __device__ __forceinline__ void select_row(const Params& p, int r, const RowWind
     if (threadIdx.x == 0) record_claim();
     PERSISTENT_TOPK_STAMP(2);  // (select_in_shared() starts with a barrier: keys and ts.hist complete)
     const int spare = spare_offset(length);
+    TeamCombine<Select> combine{team};
     select_in_shared<Select, T>(length, w.n, m, keys, ts, ColumnOf{first}, index_sink(p, r, fused), keys + spare,
-                                  Policy::kSmemKeys - spare, slices.slice_len > Policy::kCompactMinKeys, team);
+                                Policy::kSmemKeys - spare, slices.slice_len > Policy::kCompactMinKeys, combine);
   } else {
     __syncthreads();  // every thread has read what next_row() read of the state
     if (threadIdx.x == 0) record_claim();

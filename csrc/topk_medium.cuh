@@ -1,14 +1,16 @@
-// Rows, and team rows' slices, held in shared memory: read from global memory exactly once, with
-// 16-byte loads, converted to keys on the way in while the first radix digit is counted; every later
-// pass and the write-out run from shared memory.
+// A row in one CTA's shared memory: read from global memory exactly once, with 16-byte loads,
+// converted to keys on the way in while the first radix digit is counted; every later pass and the
+// write-out run from shared memory. The same code selects one CTA's slice of a long row, whose CTAs
+// combine their counts through the Combine they pass in (topk_radix_large.cuh); this file does not
+// know how.
 #pragma once
 #include <cstdint>
 
 #include "block_select.cuh"
+#include "epilogue.cuh"
 #include "keys.cuh"
 #include "policy.cuh"
 #include "stamps.cuh"
-#include "topk_small.cuh"
 
 namespace persistent_topk {
 
@@ -190,36 +192,36 @@ struct KeyList {
   };
 };
 
-// The team's top m of its row (row_n keys in all) into `sink`, in index order. This CTA holds n of
-// them in shared memory (the whole row when the team is a solo CTA, else its slice), and ts.hist
-// counts their first digit. `spare` (capacity words) is free shared memory after the keys.
+// The top m of a row (row_n keys in all) into `sink`, in index order. This CTA holds n of them in
+// shared memory (the whole row, or its slice when `combine` joins it with the CTAs holding the rest),
+// and ts.hist counts their first digit. `spare` (capacity words) is free shared memory after the keys.
 //
 // After the first digit, the keys above the threshold bin are selected and those below are out; only
 // the bin itself is undecided. Unless the whole bin is selected, each CTA compacts its keys at or above
-// the bin (about k plus one bin over the team) into `spare`, in index order (one segment per warp),
+// the bin (about k plus one bin over the row) into `spare`, in index order (one segment per warp),
 // and every later pass and the write-out run over that short list. If a segment overflows
 // (adversarial input: most keys share the bin), the passes run over all n keys instead: exactness
 // never depends on a buffer's size. Without `compact` (few keys: the list would be much of them) they
 // run over all n keys from the start. The write-out is one predicate (key >= threshold) unless a tie is
 // cut at the pivot key.
-template <class Select, typename T>
+template <class Select, typename T, class Combine>
 __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const uint32_t* keys,
                                                  typename Select::TempStorage& ts, ColumnOf column_of,
                                                  const IndexSink& sink, uint32_t* spare, int capacity, bool compact,
-                                                 Team& team) {
+                                                 Combine& combine) {
   constexpr int kBits = KeyTraits<T>::kSignificantBits;
   Threshold t{0u, 0, m, true};  // m >= row_n: every key, a zero-bit prefix they all share
   if (m < row_n) {
-    Select::publish_histogram(ts, team);  // every CTA's first-digit histogram is complete
+    combine.publish(ts);  // every CTA's first-digit histogram is complete
     PERSISTENT_TOPK_STAMP(3);
-    Select::find_digit(ts, m, team);
+    combine.find_digit(ts, m);
     PERSISTENT_TOPK_STAMP(4);
     const uint32_t digit = ts.digit, above = ts.count_above, at = ts.count_at;
     t = Threshold{digit << Select::kFirstShift, Select::kDigitBits, m - static_cast<int>(above),
                   at == static_cast<uint32_t>(m) - above};
     // No barrier: nothing writes ts.digit/count_* before the next search, behind several barriers.
   } else {
-    __syncthreads();  // the keys are in shared memory (publish_histogram() is this barrier otherwise)
+    __syncthreads();  // the keys are in shared memory (publish() is this barrier otherwise)
   }
   using List = KeyList<Select>;
   List list{keys, nullptr, n, 0, ts.segment_count, column_of.first};  // all n keys
@@ -238,21 +240,21 @@ __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const 
     auto recount = [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
       Select::count_digits_shared(ts, typename List::Spans{list}, list.keys, prefix, shift, digit_mask);
     };
-    Select::zero_histogram(ts);  // find_digit() has read it (the team reads what was sent)
+    Select::zero_histogram(ts);  // find_digit() has read it (other CTAs read what was sent)
     __syncthreads();
     recount(t, 32 - t.bits - next_width, (1u << next_width) - 1u);
-    Select::publish_histogram(ts, team);
+    combine.publish(ts);
     PERSISTENT_TOPK_STAMP(6);
-    t = Select::refine(ts, t, kBits, team, recount);
+    t = Select::refine(ts, t, kBits, combine, recount);
     PERSISTENT_TOPK_STAMP(7);
   }
-  // One call site each: the write-outs are the largest code of the kernel. Every CTA of a team sees
+  // One call site each: the write-outs are the largest code of the kernel. Every CTA combined sees
   // the same t, so all of them write out the same way.
   if (t.all_at_selected) {  // no tie is cut: one predicate
-    Select::emit_uncut(ts, typename List::Spans{list}, list.keys, typename List::Columns{list}, t, sink, team);
+    Select::emit_uncut(ts, typename List::Spans{list}, list.keys, typename List::Columns{list}, t, sink, combine);
   } else {  // the pivot key itself is decided; of the keys equal to it, the first t.need are selected
     Select::emit(ts, typename List::Spans{list}, typename List::Keys{list.keys}, typename List::Columns{list}, t,
-                 sink, team);
+                 sink, combine);
   }
   PERSISTENT_TOPK_STAMP(8);
 }

@@ -8,7 +8,6 @@
 #include "epilogue.cuh"
 #include "keys.cuh"
 #include "stamps.cuh"
-#include "team.cuh"
 
 namespace persistent_topk {
 
@@ -112,13 +111,13 @@ struct RegisterRowAgent {
           if ((keys[j] & mask) == prefix.prefix) atomicAdd(&ts.hist[(keys[j] >> shift) & digit_mask], 1u);
         }
       };
-      Team solo = Team::solo();
+      typename Select::Alone alone;
       Select::zero_histogram(ts);  // find_digit_local() has read it
       __syncthreads();
       const int next_width = min(Select::kDigitBits, kBits - t.bits);
       recount(t, 32 - t.bits - next_width, (1u << next_width) - 1u);
       __syncthreads();
-      t = Select::refine(ts, t, kBits, solo, recount);
+      t = Select::refine(ts, t, kBits, alone, recount);
     }
     PERSISTENT_TOPK_STAMP(7);
     emit(keys, first, t, m, ts, staged, sink);
