@@ -1,5 +1,6 @@
-// The dispatch layer: tuning policy, the per-row path choice, the workspace layout, the work queue,
-// and the persistent kernel that ties them together.
+// The dispatch layer: the per-row path choice, the work queue (and its place in the workspace), and
+// the persistent kernel that ties them to the plan (plan.cuh) and the paths (topk_small.cuh,
+// topk_medium.cuh, topk_radix_large.cuh), as the policy (policy.cuh) tunes them.
 //
 // One launch, grid fixed by (device, occupancy, rows), never by the lengths: the same launch serves
 // any lengths <= stride and can be captured in a CUDA graph once. Rows come in the order of the plan
@@ -15,6 +16,7 @@
 #include "block_select.cuh"
 #include "epilogue.cuh"
 #include "keys.cuh"
+#include "params.cuh"
 #include "plan.cuh"
 #include "policy.cuh"
 #include "topk_medium.cuh"
@@ -28,26 +30,6 @@ static_assert(Policy::kMaxClusterSize <= Team::kMaxSize, "a team mailbox holds a
 
 // The block-wide radix search every path runs, as the policy tunes it.
 using Select = BlockSelect<Policy::kThreads, Policy::kDigitBits>;
-
-struct Params {
-  const void* logits;
-  int64_t row_pitch;  // elements between rows: logits.stride(0), not the width (vLLM #42169)
-  int rows;
-  RowSource source;  // the rows' windows
-  int k;
-  int by_value;  // sorted=True
-  IndexTransform transform;  // how indices are written into out (bare unless a transform is fused)
-  int32_t* out;
-  int64_t out_pitch;  // elements between rows of out (>= k: out may be a slice of a wider buffer)
-  int32_t* raw_out;   // the bare indices beside a transform, or null
-  int64_t raw_pitch;
-  void* values;  // null unless values are wanted ([rows, k], contiguous)
-  // CTAs per cluster (1: a plain launch), chosen on the host from the shape alone (launch.cuh); team
-  // rows are those the plan lists as such, each with its team's size.
-  int cluster_size;
-  PlanView plan;    // made for this shape (the op checks rows, stride and k); the kernel sets its status
-  uint32_t* queue;  // the work queue's counters (QueueCounter) in the workspace; 0 between launches
-};
 
 // The path of a row from its live length: a row the plan lists as a team row stays one unless its live
 // length is too short to split (a stale plan), and no other row becomes one.
@@ -68,43 +50,6 @@ struct WorkspaceLayout {
 
 // Where the free part of the keys buffer starts after n keys (16-byte aligned).
 __device__ __forceinline__ int spare_offset(int n) { return (n + 3) & ~3; }
-
-// Whether the index transform (and raw indices) are written as the selection emits each index: unless
-// sorted=True or values read the bare indices back from out.
-__device__ __forceinline__ bool fuses_transform(const Params& p) {
-  return p.transform.any() && p.by_value == 0 && p.values == nullptr;
-}
-
-__device__ __forceinline__ int32_t* row_out(const Params& p, int r) { return p.out + static_cast<int64_t>(r) * p.out_pitch; }
-
-template <typename T>
-__device__ __forceinline__ RowOutput<T> row_output(const Params& p, int r, const RowWindow& w) {
-  RowOutput<T> output;
-  output.out = row_out(p, r);
-  output.raw = p.raw_out ? p.raw_out + static_cast<int64_t>(r) * p.raw_pitch : nullptr;
-  output.values = p.values ? static_cast<T*>(p.values) + static_cast<int64_t>(r) * p.k : nullptr;
-  output.row = static_cast<const T*>(p.logits) + static_cast<int64_t>(r) * p.row_pitch + w.start;
-  output.map = p.transform.of_row(r);
-  output.by_value = p.by_value != 0;
-  output.written = fuses_transform(p);
-  return output;
-}
-
-// The row's transform as FusedIndexWrite (thread 0, as it picks the row): its per-row words are read
-// beside the row's bounds, so they add no round trip.
-__device__ __forceinline__ void set_fused_write(const Params& p, int r, FusedIndexWrite& fused) {
-  fused.map = p.transform.of_row(r);
-  fused.raw = p.raw_out ? p.raw_out + static_cast<int64_t>(r) * p.raw_pitch : nullptr;
-}
-
-__device__ __forceinline__ IndexSink index_sink(const Params& p, int r, const FusedIndexWrite* fused) {
-  return IndexSink{row_out(p, r), fuses_transform(p) ? fused : nullptr};
-}
-
-// Whether finishing a row reads what other CTAs of its team wrote (else rank 0 only pads).
-__device__ __forceinline__ bool finish_reads_output(const Params& p) {
-  return !fuses_transform(p) && (p.by_value != 0 || p.values != nullptr || p.raw_out != nullptr || p.transform.any());
-}
 
 // Row r (window w) by this CTA's team (a solo row is the one slice of a team of one): its slice into
 // shared memory when it fits there, then the team's selection (team.cuh); a slice too long for
