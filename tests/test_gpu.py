@@ -162,7 +162,8 @@ def test_team_rows_among_many_solo_rows(dist, gen):
 
 
 # Batches of many rows (more than the resident clusters of 8) take clusters of the smallest size among
-# 2, 3, 4, 6, 8, 16 whose slices hold the stride (csrc/launch.cuh); few rows take clusters of 8.
+# 2, 3, 4, 6, 8, 16 whose slices hold the stride (csrc/policy.cuh kClusterSizes, csrc/launch.cuh); few
+# rows take clusters of 8.
 CLUSTER_SIZE_OF_STRIDE = {40_000: 2, 70_000: 3, 90_000: 4, 110_000: 6, 131_072: 6, 160_000: 8, 190_000: 8}
 
 
