@@ -265,6 +265,7 @@ __global__ void __launch_bounds__(kPlanThreads, 1) make_plan_kernel(PlanParams q
       const uint32_t same = __match_any_sync(lanes, key);
       if (lane == __ffs(same) - 1) counts[key][warp] += __popc(same);
     }
+    __syncwarp();  // the next 32 rows' lanes read the counts this one's lanes added (racecheck)
   }
   __syncthreads();
   // Exclusive scan over (key, warp) in that order: thread t owns the 8 consecutive counts from 8t.
