@@ -26,37 +26,29 @@ __device__ __forceinline__ unsigned long long global_ns() {
   return t;
 }
 
-__global__ void write_row(int* out, int rows) {
-  extern __shared__ int smem[];
-  (void)smem;
+// The floor kernel's job alone: no shared memory, no span.
+__global__ void write_row(int* out, int rows, size_t /*smem_bytes*/) {
   if (blockIdx.x >= rows) return;
   for (int i = threadIdx.x; i < kK; i += blockDim.x) out[blockIdx.x * kK + i] = i;
 }
 
-// Uses its shared memory (so the launch cannot skip it): one word per thread, then the row.
-__global__ void write_row_smem(int* out, int rows, size_t smem_bytes) {
-  extern __shared__ int dynamic[];
-  __shared__ int smem[512];
-  if (threadIdx.x == 0) atomicMin(&span[0], global_ns());
-  smem[threadIdx.x] = threadIdx.x;
-  if (smem_bytes >= 4 * 512) dynamic[threadIdx.x] = threadIdx.x;
-  __syncthreads();
-  if (blockIdx.x >= rows) return;
-  for (int i = threadIdx.x; i < kK; i += blockDim.x) out[blockIdx.x * kK + i] = smem[i % blockDim.x];
-  __syncthreads();
-  if (threadIdx.x == 0) atomicMax(&span[1], global_ns());
-}
-
-// The same with a large body it never runs (rows < 0 never holds): does code size cost a launch?
+// What a variant carries besides the row's write: nothing, a large body it never runs (does code
+// size cost a launch?), or cluster instructions it never runs (is a cluster-capable kernel launched
+// differently even as a plain launch?). rows < 0 never holds.
+enum UnusedBody { kNothing = 0, kLargeBody = 1, kClusterCode = 2 };
 __device__ __noinline__ void never_called(int* out, int i) { out[i] = i * 3 + 1; }
-__global__ void __launch_bounds__(512, 2) write_row_big(int* out, int rows, size_t smem_bytes) {
+
+// Uses its shared memory (so the launch cannot skip it): one word per thread, then the row; records
+// its span.
+template <UnusedBody kBody>
+__global__ void __launch_bounds__(512, 2) write_row_smem(int* out, int rows, size_t smem_bytes) {
   extern __shared__ int dynamic[];
   __shared__ int smem[512];
   if (threadIdx.x == 0) atomicMin(&span[0], global_ns());
   smem[threadIdx.x] = threadIdx.x;
   if (smem_bytes >= 4 * 512) dynamic[threadIdx.x] = threadIdx.x;
   __syncthreads();
-  if (rows < 0) {
+  if (kBody == kLargeBody && rows < 0) {
     float acc[32];
 #pragma unroll
     for (int j = 0; j < 32; ++j) acc[j] = out[j * 97 + threadIdx.x];
@@ -69,22 +61,7 @@ __global__ void __launch_bounds__(512, 2) write_row_big(int* out, int rows, size
     for (int j = 0; j < 32; ++j) out[j * 97 + threadIdx.x] = int(acc[j]);
     never_called(out, threadIdx.x);
   }
-  if (blockIdx.x >= rows) return;
-  for (int i = threadIdx.x; i < kK; i += blockDim.x) out[blockIdx.x * kK + i] = smem[i % blockDim.x];
-  __syncthreads();
-  if (threadIdx.x == 0) atomicMax(&span[1], global_ns());
-}
-
-// The same with cluster instructions on a path it never runs: is a cluster-capable kernel launched
-// differently even as a plain launch?
-__global__ void write_row_cluster(int* out, int rows, size_t smem_bytes) {
-  extern __shared__ int dynamic[];
-  __shared__ int smem[512];
-  if (threadIdx.x == 0) atomicMin(&span[0], global_ns());
-  smem[threadIdx.x] = threadIdx.x;
-  if (smem_bytes >= 4 * 512) dynamic[threadIdx.x] = threadIdx.x;
-  __syncthreads();
-  if (rows < 0) {
+  if (kBody == kClusterCode && rows < 0) {
     unsigned rank, remote;
     asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
     asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
@@ -103,7 +80,9 @@ __global__ void write_row_cluster(int* out, int rows, size_t smem_bytes) {
 __global__ void flush_smem(uint4* p, size_t n) {
   extern __shared__ int smem[];
   smem[threadIdx.x] = 0;
-  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) p[i] = make_uint4(0, 0, 0, 0);
+  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    p[i] = make_uint4(0, 0, 0, 0);
+  }
 }
 
 int main() {
@@ -112,70 +91,62 @@ int main() {
   int* out = nullptr;
   CHECK(cudaMalloc(&flush, flush_bytes));
   CHECK(cudaMalloc(&out, 512 * kK * sizeof(int)));
-  CHECK(cudaFuncSetAttribute(write_row, cudaFuncAttributeMaxDynamicSharedMemorySize, 220 * 1024));
-  CHECK(cudaFuncSetAttribute(write_row_smem, cudaFuncAttributeMaxDynamicSharedMemorySize, 220 * 1024));
+  using Kernel = void (*)(int*, int, size_t);
+  struct Variant { const char* name; Kernel kernel; };
+  const Variant plain{"write_row", write_row}, smem{"write_row_smem", write_row_smem<kNothing>},
+      large{"write_row_big", write_row_smem<kLargeBody>}, cluster{"write_row_cluster", write_row_smem<kClusterCode>};
+  for (const Variant& v : {plain, smem, large, cluster}) {
+    CHECK(cudaFuncSetAttribute(v.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 220 * 1024));
+  }
+  CHECK(cudaFuncSetAttribute(cluster.kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
   CHECK(cudaFuncSetAttribute(flush_smem, cudaFuncAttributeMaxDynamicSharedMemorySize, 113 * 1024));
   cudaStream_t stream;
   CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   cudaEvent_t a, b;
   CHECK(cudaEventCreate(&a));
   CHECK(cudaEventCreate(&b));
-
-  CHECK(cudaFuncSetAttribute(write_row_big, cudaFuncAttributeMaxDynamicSharedMemorySize, 220 * 1024));
-  CHECK(cudaFuncSetAttribute(write_row_cluster, cudaFuncAttributeMaxDynamicSharedMemorySize, 220 * 1024));
-  CHECK(cudaFuncSetAttribute(write_row_cluster, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
   cudaFuncAttributes big{};
-  CHECK(cudaFuncGetAttributes(&big, write_row_big));
+  CHECK(cudaFuncGetAttributes(&big, large.kernel));
   std::printf("write_row_big: %d registers, %zu local bytes\n", big.numRegs, big.localSizeBytes);
-  struct Shape { const char* kernel; int grid, threads, rows; size_t smem; int flush_kind; int pdl = 0; int nonportable = 0; };
+
+  struct Shape { Variant variant; int grid, threads, rows; size_t smem; int flush_kind; int pdl = 0; };
   std::vector<Shape> shapes;
   for (int flush_kind = 0; flush_kind < 2; ++flush_kind) {
-    for (size_t smem : {size_t(0), size_t(16) << 10, size_t(32) << 10, size_t(48) << 10, size_t(64) << 10,
-                        size_t(96) << 10, size_t(112) << 10, size_t(200) << 10}) {
-      shapes.push_back({"write_row_smem", 1, 512, 1, smem, flush_kind});
+    for (size_t bytes : {size_t(0), size_t(16) << 10, size_t(32) << 10, size_t(48) << 10, size_t(64) << 10,
+                         size_t(96) << 10, size_t(112) << 10, size_t(200) << 10}) {
+      shapes.push_back({smem, 1, 512, 1, bytes, flush_kind});
     }
-    shapes.push_back({"write_row", 1, 512, 1, 0, flush_kind});
-    shapes.push_back({"write_row", 132, 512, 1, 0, flush_kind});
-    shapes.push_back({"write_row_smem", 264, 512, 1, size_t(96) << 10, flush_kind});
-    shapes.push_back({"write_row_smem", 264, 512, 256, size_t(96) << 10, flush_kind});
-    shapes.push_back({"write_row_smem", 264, 512, 256, size_t(16) << 10, flush_kind});
-    shapes.push_back({"write_row_smem", 256, 512, 256, size_t(0), flush_kind});
-    shapes.push_back({"write_row_smem", 1, 512, 1, size_t(96) << 10, flush_kind, 1});
-    shapes.push_back({"write_row_smem", 256, 512, 256, size_t(96) << 10, flush_kind, 1});
-    shapes.push_back({"write_row_big", 1, 512, 1, size_t(96) << 10, flush_kind});
-    shapes.push_back({"write_row_big", 256, 512, 256, size_t(96) << 10, flush_kind});
-    shapes.push_back({"write_row_big", 1, 512, 1, size_t(96) << 10, flush_kind, 1});
-    shapes.push_back({"write_row_cluster", 1, 512, 1, size_t(96) << 10, flush_kind, 1});
-    shapes.push_back({"write_row_cluster", 256, 512, 256, size_t(96) << 10, flush_kind, 1});
+    shapes.push_back({plain, 1, 512, 1, 0, flush_kind});
+    shapes.push_back({plain, 132, 512, 1, 0, flush_kind});
+    shapes.push_back({smem, 264, 512, 1, size_t(96) << 10, flush_kind});
+    shapes.push_back({smem, 264, 512, 256, size_t(96) << 10, flush_kind});
+    shapes.push_back({smem, 264, 512, 256, size_t(16) << 10, flush_kind});
+    shapes.push_back({smem, 256, 512, 256, size_t(0), flush_kind});
+    shapes.push_back({smem, 1, 512, 1, size_t(96) << 10, flush_kind, 1});
+    shapes.push_back({smem, 256, 512, 256, size_t(96) << 10, flush_kind, 1});
+    shapes.push_back({large, 1, 512, 1, size_t(96) << 10, flush_kind});
+    shapes.push_back({large, 256, 512, 256, size_t(96) << 10, flush_kind});
+    shapes.push_back({large, 1, 512, 1, size_t(96) << 10, flush_kind, 1});
+    shapes.push_back({cluster, 1, 512, 1, size_t(96) << 10, flush_kind, 1});
+    shapes.push_back({cluster, 256, 512, 256, size_t(96) << 10, flush_kind, 1});
   }
-  std::printf("%-18s %5s %5s %5s %8s %-10s %4s %8s %8s\n", "kernel", "grid", "thr", "rows", "smem_KB", "flush", "pdl", "us", "span_us");
+  std::printf("%-18s %5s %5s %5s %8s %-10s %4s %8s %8s\n", "kernel", "grid", "thr", "rows", "smem_KB", "flush",
+              "pdl", "us", "span_us");
   for (const Shape& s : shapes) {
     cudaGraph_t graph;
     cudaGraphExec_t exec;
     CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-    if (s.pdl || s.kernel[10] == 'b' || s.kernel[10] == 'c') {
-      cudaLaunchAttribute attribute{};
-      attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      attribute.val.programmaticStreamSerializationAllowed = 1;
-      cudaLaunchConfig_t config{};
-      config.gridDim = dim3(s.grid);
-      config.blockDim = dim3(s.threads);
-      config.dynamicSmemBytes = s.smem;
-      config.stream = stream;
-      config.attrs = &attribute;
-      config.numAttrs = s.pdl ? 1 : 0;
-      if (s.kernel[10] == 'b') {
-        CHECK(cudaLaunchKernelEx(&config, write_row_big, out, s.rows, s.smem));
-      } else if (s.kernel[10] == 'c') {
-        CHECK(cudaLaunchKernelEx(&config, write_row_cluster, out, s.rows, s.smem));
-      } else {
-        CHECK(cudaLaunchKernelEx(&config, write_row_smem, out, s.rows, s.smem));
-      }
-    } else if (s.kernel[9] == '_') {
-      write_row_smem<<<s.grid, s.threads, s.smem, stream>>>(out, s.rows, s.smem);
-    } else {
-      write_row<<<s.grid, s.threads, s.smem, stream>>>(out, s.rows);
-    }
+    cudaLaunchAttribute attribute{};
+    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(s.grid);
+    config.blockDim = dim3(s.threads);
+    config.dynamicSmemBytes = s.smem;
+    config.stream = stream;
+    config.attrs = &attribute;
+    config.numAttrs = s.pdl ? 1 : 0;
+    CHECK(cudaLaunchKernelEx(&config, s.variant.kernel, out, s.rows, s.smem));
     CHECK(cudaStreamEndCapture(stream, &graph));
     CHECK(cudaGraphInstantiate(&exec, graph, 0));
     std::vector<float> times, spans;
@@ -200,7 +171,8 @@ int main() {
     }
     std::sort(times.begin(), times.end());
     std::sort(spans.begin(), spans.end());
-    std::printf("%-18s %5d %5d %5d %8zu %-10s %4d %8.2f %8.2f\n", s.kernel, s.grid, s.threads, s.rows, s.smem >> 10,
+    std::printf("%-18s %5d %5d %5d %8zu %-10s %4d %8.2f %8.2f\n", s.variant.name, s.grid, s.threads, s.rows,
+                s.smem >> 10,
                 s.flush_kind == 0 ? "memset" : "smem-flush", s.pdl, times[times.size() / 2], spans[spans.size() / 2]);
     CHECK(cudaGraphExecDestroy(exec));
     CHECK(cudaGraphDestroy(graph));
