@@ -9,7 +9,8 @@
 // speed, never exactness. When the shape allows team rows the launch is of thread-block clusters,
 // which first select the long rows together (team rows, one cluster each, handed out by the work
 // queue); then, and in plain launches from the start, every CTA takes the other rows one at a time
-// from the queue until none is left.
+// from the queue until none is left. In plain launches of many rows a long row is streamed by its one
+// CTA (StreamingRowAgent) rather than held in shared memory.
 #pragma once
 #include <cstdint>
 
@@ -52,10 +53,12 @@ struct WorkspaceLayout {
 __device__ __forceinline__ int spare_offset(int n) { return (n + 3) & ~3; }
 
 // Row r (window w) by this CTA's team (a solo row is the one slice of a team of one): its slice into
-// shared memory when it fits there, then the team's selection (team.cuh); a slice too long for
-// shared memory (a solo row past kSmemKeys, or a team row past team_size x kSmemKeys: only a stale
-// plan or a stride beyond the largest team's reach makes one) is selected by passes over global
-// memory instead, exact and slower. Every CTA of a team takes the same branch (slices share one
+// shared memory when it fits there, then the team's selection (team.cuh). A long row alone
+// (Policy::streams) is selected before this call, from a list of its candidates streamed out of
+// global memory (StreamingRowAgent), and only finished here. A slice too long for shared memory
+// otherwise (a team row past team_size x kSmemKeys: only a stale plan or a stride beyond the largest
+// team's reach makes one), or a streamed row whose candidates did not fit the list, is selected by
+// passes over global memory instead, exact and slower. Every CTA of a team takes the same branch (slices share one
 // length), so the team's exchanges line up. record_claim() runs in thread 0 once the loads are in.
 template <typename T, class RecordClaim>
 __device__ __forceinline__ void select_row(const Params& p, int r, const RowWindow& w, Team& team, uint32_t* keys,
@@ -73,7 +76,7 @@ __device__ __forceinline__ void select_row(const Params& p, int r, const RowWind
     PERSISTENT_TOPK_STAMP(1);
     __syncthreads();
     Registers::run(slice, w.n, m, ts, shared_address(keys), index_sink(p, r, fused), record_claim);
-  } else if (slices.slice_len <= Policy::kSmemKeys) {
+  } else if (slices.slice_len <= Policy::kSmemKeys && !Policy::streams(w.n, team.size)) {
     Select::zero_histogram(ts);
     PERSISTENT_TOPK_STAMP(1);
     __syncthreads();
@@ -86,7 +89,13 @@ __device__ __forceinline__ void select_row(const Params& p, int r, const RowWind
     TeamCombine<Select> combine{team};
     select_in_shared<Select, T>(length, w.n, m, keys, ts, ColumnOf{first}, index_sink(p, r, fused), keys + spare,
                                 Policy::kSmemKeys - spare, slices.slice_len > Policy::kCompactMinKeys, combine);
+  } else if (Policy::streams(w.n, team.size) && streamed_row.complete) {
+    // A long row alone, selected already from the list streamed out of global memory (the kernel's
+    // loop, StreamingRowAgent).
+    if (threadIdx.x == 0) record_claim();
   } else {
+    // A team's slice too long for shared memory (only a stale plan makes one), or a streamed row whose
+    // list is not complete (adversarial input): passes over global memory, exact and slower.
     __syncthreads();  // every thread has read what next_row() read of the state
     if (threadIdx.x == 0) record_claim();
     team = select_in_global<Select, T>(slice, length, w.n, m, first, ts, index_sink(p, r, fused), team);
@@ -359,6 +368,13 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
     if (path == RowPath::kShort) {
       write_short_row<T>(p, r, w, keys, &state.fused, record_claim);
       continue;
+    }
+    // A long row alone: selected from a list of its keys streamed out of global memory (here, where
+    // few registers are live across the call: placed in select_row() the call made the kernel
+    // spill); select_row() then finishes it.
+    if (!team_row && Policy::streams(w.n, 1)) {
+      StreamingRowAgent<Select, T>::select(static_cast<const T*>(p.logits) + static_cast<int64_t>(r) * p.row_pitch + w.start,
+                                           w.n, min(p.k, w.n), keys, select_storage, index_sink(p, r, &state.fused));
     }
     // One call site of the selection for team rows and rows alone (its code is the kernel's bulk).
     Team selecting = team_row ? team : Team::solo();

@@ -95,7 +95,9 @@ cudaError_t resident_limits(ResidentLimits* limits) {
 //    for compaction (kTeamSliceKeys);
 //  - many rows: rows longer than a solo CTA holds are team rows; clusters of the smallest size
 //    (among Policy::kClusterSizes) whose slices hold a row as long as the stride in shared memory: the most
-//    clusters at once, and rows as long as the stride in the fewest rounds.
+//    clusters at once, and rows as long as the stride in the fewest rounds;
+//  - rows for at least half the grid's CTAs and a stride past Policy::kStreamMinStride: a plain launch,
+//    every row on one CTA, the long ones streamed from global memory (StreamingRowAgent);
 //  - either way a plain launch (no cluster) where the stride leaves no row long enough to split.
 // The grid: min(resident clusters, rows) clusters, else min(resident CTAs, rows) plain CTAs, spread
 // by the hardware over all SMs; a larger grid would only start CTAs with nothing to do.
@@ -111,6 +113,7 @@ struct LaunchShape {
   __host__ static int cluster_size_of(int64_t rows, int64_t stride, const ResidentLimits& resident) {
     const bool few = few_rows(rows, resident);
     if (stride <= (few ? Policy::kTeamMinLength : Policy::kSoloMaxKeys)) return 1;
+    if (2 * rows >= resident.ctas && stride > Policy::kStreamMinStride) return 1;  // long rows streamed
     const int largest = resident.clusters_of(Policy::kMaxClusterSize) >= 1 ? Policy::kMaxClusterSize
                                                                             : Policy::kPortableClusterSize;
     if (few) {

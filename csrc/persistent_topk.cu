@@ -48,6 +48,13 @@ int64_t launch_grid(const at::Tensor& logits) {
   return static_cast<int64_t>(limits.clusters_of(Policy::kPortableClusterSize)) * Policy::kPortableClusterSize;
 }
 
+// The CTAs of a plain launch that are resident at once on like's device (float32 kernel, as the
+// launch shape uses).
+int64_t resident_ctas(const at::Tensor& like) {
+  const c10::cuda::CUDAGuard guard(like.device());
+  return limits_for_device<float>(like.get_device()).ctas;
+}
+
 // The CTAs per cluster of a launch of this shape on like's device (1: a plain launch). The launch
 // shape of every dtype is the float32 kernel's (the three compile to the same resources), so that one
 // plan serves them all.
@@ -229,6 +236,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "persistent_topk CUDA kernels (see persistent_topk/ops.py for the public API)";
   m.def("workspace_bytes", &persistent_topk::workspace_bytes, "Workspace bytes for (rows, stride, k)");
   m.def("launch_grid", &persistent_topk::launch_grid, "CTAs of the largest (clustered) persistent grid for logits' device and dtype");
+  m.def("resident_ctas", &persistent_topk::resident_ctas, "CTAs of a plain launch resident at once on like's device");
   m.def("launch_cluster_size", &persistent_topk::launch_cluster_size,
         "CTAs per cluster of a launch of (rows, stride) on logits' device (1: a plain launch, no team rows)");
   m.def("plan_bytes", &persistent_topk::plan_bytes, "Plan buffer bytes for rows");
@@ -237,7 +245,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Launch the persistent top-k kernel (one launch with a plan; the op's own plan first without one)");
   m.attr("max_sorted_k") = persistent_topk::Policy::kMaxSortedK;
   m.attr("smem_keys") = persistent_topk::Policy::kSmemKeys;
-  m.attr("register_max_keys") = persistent_topk::Policy::kThreads * persistent_topk::Policy::kRegisterKeysPerThread;
+  m.attr("register_max_keys") = persistent_topk::Policy::kRegisterMaxKeys;
+  m.attr("stream_min_keys") = persistent_topk::Policy::kStreamMinKeys;
+  m.attr("stream_min_stride") = persistent_topk::Policy::kStreamMinStride;
   m.attr("solo_max_keys") = persistent_topk::Policy::kSoloMaxKeys;
   m.attr("team_min_length") = persistent_topk::Policy::kTeamMinLength;
   m.attr("team_slice_keys") = persistent_topk::Policy::kTeamSliceKeys;

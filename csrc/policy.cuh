@@ -69,6 +69,22 @@ struct Policy {
   static_assert(kSoloMaxKeys <= kSmemKeys && kTeamMinLength <= kSoloMaxKeys, "a solo row fits the keys buffer");
   static_assert(kTeamSliceKeys <= kSmemKeys, "a team's slices fit the keys buffer");
 
+  // ---- Rows streamed from global memory (topk_radix_large.cuh, StreamingRowAgent) ----
+  // A row one CTA selects alone is streamed when it is longer than this (in shared memory it would
+  // leave no room to compact); such rows are solo in batches of many rows (launch.cuh), where a team
+  // per row would not run at once anyway.
+  static constexpr int kStreamMinKeys = kSoloMaxKeys;
+  __host__ __device__ static constexpr bool streams(int n, int team_size) { return team_size == 1 && n > kStreamMinKeys; }
+  // Batches of many rows (at least half the grid's CTAs) are plain launches, every long row streamed,
+  // when their stride allows rows longer than this; below it, teams of two or three hold every row in
+  // shared memory and halve the longest one (mixed-b256-2k..32k: 25 us on teams, 33 us streamed).
+  static constexpr int kStreamMinStride = 49152;
+  // 16-byte copies each lane keeps in flight while streaming a row (in index order per warp): 3 x 16 B x
+  // 512 threads = 24 KB of the keys buffer (6 and 8 were slower: more bytes in flight than HBM serves);
+  // the other 18K words hold the list (9K keys with their columns, 576 per warp).
+  static constexpr int kStreamRingSlots = 3;
+  static_assert(kStreamRingSlots * kThreads * 4 * 2 <= kSmemKeys, "the ring leaves half the keys buffer to the list");
+
   // ---- Clusters (launch.cuh, team.cuh) ----
   // CTAs per thread-block cluster, chosen per launch from the shape; the plan sizes each team row's
   // team within it (a cluster or a half, quarter... of one). 8 is the portable cluster size; Hopper

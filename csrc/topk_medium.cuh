@@ -72,7 +72,15 @@ __device__ __forceinline__ void copy_async_16(void* shared_dst, const void* glob
   const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(shared_dst));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(global_src));
 }
+__device__ __forceinline__ void copy_async_16(uint32_t shared_dst, const void* global_src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(shared_dst), "l"(global_src));
+}
 __device__ __forceinline__ void commit_async_copies() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// Until at most kPending of this thread's latest commit groups are in flight.
+template <int kPending>
+__device__ __forceinline__ void wait_async_copies() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
 // Until at most `pending` of this thread's latest commit groups are in flight (fewer if it is above
 // the largest immediate spelled out: waiting longer is still correct).
 __device__ __forceinline__ void wait_async_copies_but(int pending) {
@@ -204,7 +212,11 @@ struct KeyList {
 // never depends on a buffer's size. Without `compact` (few keys: the list would be much of them) they
 // run over all n keys from the start. The write-out is one predicate (key >= threshold) unless a tie is
 // cut at the pivot key.
-template <class Select, typename T, class Combine>
+//
+// kStreamed: a row streamed from global memory (topk_radix_large.cuh: keys unused) comes with a list of
+// its keys already in `spare`, laid out as compaction lays it out and holding the row's top m, and with
+// its first digit counted over that list; the later passes and the write-out run over it.
+template <class Select, typename T, class Combine, bool kStreamed = false>
 __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const uint32_t* keys,
                                                  typename Select::TempStorage& ts, ColumnOf column_of,
                                                  const IndexSink& sink, uint32_t* spare, int capacity, bool compact,
@@ -225,6 +237,11 @@ __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const 
   }
   using List = KeyList<Select>;
   List list{keys, nullptr, n, 0, ts.segment_count, column_of.first};  // all n keys
+  if (kStreamed) {  // the list is there already (StreamingRowAgent), laid out as compaction lays it out
+    const int segment_capacity = (capacity / (2 * Select::kWarps)) & ~3;
+    list = List{spare, spare + segment_capacity * Select::kWarps, n, segment_capacity, ts.segment_count,
+                column_of.first};
+  }
   if (!t.all_at_selected) {
     // Compact: warp w's keys at or above the bin, and their positions, into segment w of the two
     // halves of `spare`, in index order. Segments start at 16-byte boundaries (the write-out reads
@@ -232,7 +249,8 @@ __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const 
     const int segment_capacity = (capacity / (2 * Select::kWarps)) & ~3;
     uint32_t* compacted_keys = spare;
     uint32_t* positions = spare + segment_capacity * Select::kWarps;
-    if (compact && Select::compact_by_warp(ts, keys, n, t, compacted_keys, positions, segment_capacity)) {
+    if (!kStreamed && compact &&
+        Select::compact_by_warp(ts, keys, n, t, compacted_keys, positions, segment_capacity)) {
       list = List{compacted_keys, positions, n, segment_capacity, ts.segment_count, column_of.first};
     }
     PERSISTENT_TOPK_STAMP(5);

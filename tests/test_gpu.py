@@ -152,6 +152,61 @@ def test_rows_of_256k_on_wide_teams(rows, gen):
         check(logits, lengths, k, what=f"{rows} rows k={k}")
 
 
+def streamed_batch(gen, dtype, dist, k, rows=None, stride=None):
+    """A batch that streams its long rows (Policy::streams: rows for at least half the grid, a stride past
+    kStreamMinStride, so a plain launch where every row has one CTA): lengths at every path's edges and
+    around kStreamMinKeys, the rest long."""
+    kernels = pt._backend.require_cuda_kernels()
+    like = torch.empty(1, device="cuda")
+    rows = rows or -(-kernels.resident_ctas(like) // 2)
+    stride = stride or kernels.stream_min_stride + 1001  # odd: rows start at every 16-byte offset
+    assert kernels.launch_cluster_size(rows, stride, like) == 1
+    lengths = path_lengths(stride, k, gen, rows)
+    edge = kernels.stream_min_keys
+    streamed = torch.tensor([edge - 1, edge, edge + 1, edge + 2, edge + 3, edge + 5, edge + 127, stride - 1, stride],
+                            dtype=I32)
+    lengths[-len(streamed):] = streamed
+    long_rows = torch.randint(edge + 1, stride + 1, (rows // 2,), generator=gen).to(I32)
+    lengths[: rows // 2] = long_rows
+    logits = make_logits(dist, rows, stride, dtype, gen, lengths, device="cuda")
+    return logits, lengths
+
+
+@pytest.mark.parametrize("dist", ALL_NAMES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_streamed_rows(dist, dtype, gen):
+    """Long rows alone, streamed from global memory: a list of the keys at or above a sampled bound, then
+    the selection over it; when the list cannot hold the row's top k (ascending rows put them all in one
+    warp's span, ties make most keys equal to the bound) the row falls back to passes over global
+    memory. Exact either way, every dtype and distribution, unaligned row starts."""
+    for k in (7, 2048):
+        logits, lengths = streamed_batch(gen, dtype, dist, k)
+        check(logits, lengths, k, what=f"streamed {dist} k={k}")
+
+
+@pytest.mark.parametrize("k, by_value", [(1, False), (512, True), (4096, False), (13_000, False)])
+def test_streamed_rows_every_k(k, by_value, gen):
+    """k = 1 (a list of a few keys), sorted with values, and k past what the list holds (the fallback)."""
+    logits, lengths = streamed_batch(gen, torch.float32, "normal", k)
+    check(logits, lengths, k, by_value=by_value, what=f"streamed k={k}")
+
+
+@pytest.mark.parametrize("by_value", [False, True])
+def test_streamed_rows_through_the_page_table(by_value, gen):
+    """The page-table transform of streamed rows: fused into their selection's writes, or (sorted) applied
+    by the row's finish."""
+    k, page_size = 2048, 64
+    logits, lengths = streamed_batch(gen, torch.float32, "normal", k)
+    rows, stride = logits.shape
+    pages = (stride + page_size - 1) // page_size
+    table = torch.randint(0, 1 << 20, (rows, pages), generator=gen).to(I32)
+    want, _ = reference.reference_topk(logits.cpu(), lengths, k, sorted=by_value, page_table=table,
+                                       page_size=page_size)
+    out, _ = poisoned(rows, k, logits.dtype)
+    pt.top_k_page_table_transform(logits, lengths.cuda(), table.cuda(), page_size, k, out=out, sorted=by_value)
+    assert_same(out, want, "streamed rows through the page table")
+
+
 @pytest.mark.parametrize("dist", ["normal", "shared_high_bits", "specials"])
 def test_team_rows_among_many_solo_rows(dist, gen):
     """More rows than clusters: long rows go to teams, the rest to single CTAs, in one launch."""
@@ -195,6 +250,11 @@ def test_launch_cluster_sizes():
     assert kernels.launch_cluster_size(64, 262_144, like) == 16
     assert kernels.launch_cluster_size(300, kernels.solo_max_keys, like) == 1
     assert kernels.launch_cluster_size(300, 2 * kernels.solo_max_keys, like) == 2
+    # Rows for at least half the grid, stride past kStreamMinStride: a plain launch, long rows streamed.
+    half = -(-kernels.resident_ctas(like) // 2)
+    assert kernels.launch_cluster_size(half, kernels.stream_min_stride + 16, like) == 1
+    assert kernels.launch_cluster_size(half, kernels.stream_min_stride, like) > 1
+    assert kernels.launch_cluster_size(half - 1, kernels.stream_min_stride + 16, like) > 1
 
 
 PLAN_HEADER_WORDS = 16  # csrc/plan.cuh PlanHeader
