@@ -10,7 +10,8 @@
 // which first select the long rows together (team rows, one cluster each, handed out by the work
 // queue); then, and in plain launches from the start, every CTA takes the other rows one at a time
 // from the queue until none is left. In plain launches of many rows a long row is streamed by its one
-// CTA (StreamingRowAgent) rather than held in shared memory.
+// CTA (StreamingRowAgent) rather than held in shared memory. Launches whose stride fits registers run
+// register_rows_kernel instead (below): every row short or a register row, no queue.
 #pragma once
 #include <cstdint>
 
@@ -159,6 +160,12 @@ constexpr uint32_t kNoClaim = 0xFFFFFFFFu;  // a claim not made: no row has this
 // The phase of the work a CTA is in: uniform, and kept by every thread in a register (a field that
 // every thread reads must not share a word that thread 0 rewrites meanwhile).
 enum WorkPhase : int { kTeamRows = 0, kSoloRows = 1 };
+enum StaticSolo : int { kNoStaticSolo = 0, kStaticSoloFirst = 1, kStaticSoloDone = 2 };
+
+// Starts bringing the line of `address` into L2 (no register waits for it).
+__device__ __forceinline__ void prefetch_l2(const void* address) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(address));
+}
 
 // Where a CTA is in the work: uniform across the CTA, so it lives in shared memory (written by thread
 // 0 between barriers) and leaves every register to the selection code.
@@ -169,6 +176,9 @@ struct WorkState {
   int team_claims;      // team rows are claimed (more team rows than clusters)
   uint32_t team_rows;   // from the plan
   uint32_t solo_rows;
+  // Team launches with a CTA for every row and no team row in the plan: CTA b's one row is row b,
+  // as in a plain launch (kStaticSoloFirst until it is picked, then kStaticSoloDone).
+  int static_solo;
   // The row picked next (-1: none), its team's size in the plan, its live window and its length in
   // the plan.
   int row;
@@ -234,13 +244,25 @@ __device__ __forceinline__ void pick_team_row(const Params& p, WorkState& s) {
   if (!s.started) {
     // The cluster's first team row: static. The plan's team row count and the entry at this position
     // are read at once (one round trip, not two); clusters <= rows, so the position is in the order
-    // whether or not it holds a team row.
+    // whether or not it holds a team row. With a CTA for every row, the row this CTA takes should the
+    // plan have no team row (row blockIdx.x, as in a plain launch: kStaticSoloFirst) has its bounds
+    // brought into L2 meanwhile: such a launch (wide engine buffers of short rows) then reads them
+    // from L2 right after the header, not from memory after a claim and a read of the order.
     const uint32_t team_rows = static_cast<uint32_t>(p.plan.header->team_rows);
     const int32_t candidate = __ldg(p.plan.order + s.ordinal);
+    const bool cta_per_row = static_cast<uint32_t>(p.rows) <= gridDim.x;
+    if (cta_per_row && blockIdx.x < static_cast<uint32_t>(p.rows)) {
+      const int r = static_cast<int>(blockIdx.x);
+      // (bounds + r: the row's length or end but in decode with next_n > 1, where it is a harmless
+      // miss; a division, or the row starts too, cost the kernel a spilled register.)
+      prefetch_l2(p.source.bounds + r);
+      prefetch_l2(p.plan.planned_lengths + r);
+    }
     s.started = 1;
     s.team_rows = team_rows;
     s.solo_rows = static_cast<uint32_t>(p.rows) - team_rows;
     s.team_claims = team_rows > clusters;
+    s.static_solo = cta_per_row && team_rows == 0u ? kStaticSoloFirst : kNoStaticSolo;
     if (s.ordinal < team_rows) entry = candidate;
   } else if (s.team_claims) {  // rank 0's claim, received with the last row's counts
     const uint32_t position = clusters + Team::leader_word();
@@ -283,11 +305,17 @@ __device__ __forceinline__ NextRow next_row(const Params& p, WorkState& s, Team&
     phase = kSoloRows;
     if (s.solo_rows == 0u && !s.team_claims) return NextRow{-1, RowWindow{0, 0}, 0};
     __syncthreads();  // every thread has read the state
-    if (threadIdx.x == 0) s.claim = atomicAdd(&p.queue[kSoloCounter], 1u);
+    if (threadIdx.x == 0 && !s.static_solo) s.claim = atomicAdd(&p.queue[kSoloCounter], 1u);
   }
   if (threadIdx.x == 0) {
     int r = -1;
-    if (p.cluster_size == 1) {  // plain launch: every position of the order, the first one static
+    if (s.static_solo == kStaticSoloFirst) {
+      if (blockIdx.x < static_cast<uint32_t>(p.rows)) r = static_cast<int>(blockIdx.x);
+      s.static_solo = kStaticSoloDone;
+    } else if (s.static_solo == kStaticSoloDone) {
+      // Its one row is done. Every CTA with a row claimed once during it (NextRowClaim), `rows` claims.
+      if (s.claim == static_cast<uint32_t>(p.rows) - 1u) p.queue[kSoloCounter] = 0u;
+    } else if (p.cluster_size == 1) {  // plain launch: every position of the order, the first one static
       if (s.ordinal < static_cast<uint32_t>(p.rows)) {
         // With a CTA for every row, every row starts at once and the order cannot matter: row =
         // position saves the order's round trip before the row's bounds.
@@ -337,6 +365,7 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
     state.team_rows = 0u;
     state.solo_rows = static_cast<uint32_t>(p.rows);
     state.team_claims = 0;
+    state.static_solo = kNoStaticSolo;
   }
   // Programmatic dependent launch: all of the above may overlap the previous kernel's tail; nothing
   // it writes (logits, lengths, plan, the queue's counters) is read before this.
@@ -380,6 +409,63 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
     Team selecting = team_row ? team : Team::solo();
     select_row<T>(p, r, w, selecting, keys, &state.fused, select_storage, record_claim);
     if (team_row) team = selecting;
+  }
+  PERSISTENT_TOPK_STAMP(11);
+}
+
+// A register-rows launch's row state: uniform, written by thread 0 between barriers.
+struct RegisterRowState {
+  RowWindow window;
+  int planned_length;
+  FusedIndexWrite fused;
+};
+
+// The kernel of launches whose stride fits registers (Policy::register_rows): every row is short or
+// a register row, and all rows cost about the same, so CTA b takes rows b, b + grid, ... with no
+// queue. Each CTA issues the loads of its row's whole stride (in bounds whatever the row's length:
+// logits are [rows, stride]) before thread 0 reads the row's window, so the two round trips overlap;
+// the keys outside the window are then dropped. The plan is still checked row by row (STALE).
+template <typename T>
+__global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) register_rows_kernel(Params p) {
+  extern __shared__ __align__(128) uint4 dynamic_smem[];
+  uint32_t* keys_buffer = reinterpret_cast<uint32_t*>(dynamic_smem);  // staged selection, finish_row's scratch
+  __shared__ typename Select::TempStorage select_storage;
+  __shared__ RegisterRowState state;
+  using Registers = RegisterRowAgent<Select, T, Policy::kRegisterRowsKeysPerThread>;
+  static_assert(Registers::kMaxKeys == Policy::kRegisterRowsMaxStride, "a thread's keys cover the stride");
+
+  PERSISTENT_TOPK_STAMP(0);
+  wait_for_previous_grid();
+  allow_next_grid();
+  // With k >= stride every row is n <= k: no logit is read.
+  const bool reads_logits = p.source.stride > p.k;
+  for (int r = blockIdx.x; r < p.rows; r += gridDim.x) {
+    typename Registers::Keys keys;
+    if (reads_logits) Registers::load(static_cast<const T*>(p.logits) + static_cast<int64_t>(r) * p.row_pitch,
+                                      p.source.stride, keys);
+    __syncthreads();  // the previous row is done with the shared state
+    PERSISTENT_TOPK_STAMP(10);
+    Select::zero_histogram(select_storage);
+    if (threadIdx.x == 0) {
+      state.window = p.source.window(r);
+      state.planned_length = __ldg(p.plan.planned_lengths + r);
+      if (fuses_transform(p)) set_fused_write(p, r, state.fused);
+    }
+    __syncthreads();
+    const RowWindow w = state.window;
+    if (threadIdx.x == 0) check_planned_length(p, NextRow{r, w, state.planned_length});
+    if (w.n <= p.k) {  // index order or sorted=True alike: 0..n-1 are the selection
+      write_short_row<T>(p, r, w, keys_buffer, &state.fused, [] {});
+      continue;
+    }
+    PERSISTENT_TOPK_STAMP(1);
+    Registers::keep_window(keys, w.start, w.n);
+    Registers::select(keys, Policy::kRegisterRowsKeysPerThread * static_cast<int>(threadIdx.x) - w.start, p.k,
+                      select_storage, shared_address(keys_buffer), index_sink(p, r, &state.fused));
+    PERSISTENT_TOPK_STAMP(9);
+    if (finish_reads_output(p)) {
+      finish_row<Policy::kThreads, T>(p.k, p.k, row_output<T>(p, r, w), reinterpret_cast<uint64_t*>(keys_buffer));
+    }
   }
   PERSISTENT_TOPK_STAMP(11);
 }

@@ -56,6 +56,10 @@ template <typename T>
 cudaError_t resident_limits(ResidentLimits* limits) {
   cudaError_t status = cudaFuncSetAttribute(persistent_topk_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(kDynamicSmemBytes));
+  if (status == cudaSuccess) {
+    status = cudaFuncSetAttribute(register_rows_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  static_cast<int>(kDynamicSmemBytes));
+  }
   // Clusters past the portable 8 CTAs: allowed on Hopper, counted below like the others.
   if (status == cudaSuccess) {
     status = cudaFuncSetAttribute(persistent_topk_kernel<T>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
@@ -98,7 +102,8 @@ cudaError_t resident_limits(ResidentLimits* limits) {
 //    clusters at once, and rows as long as the stride in the fewest rounds;
 //  - rows for at least half the grid's CTAs and a stride past Policy::kStreamMinStride: a plain launch,
 //    every row on one CTA, the long ones streamed from global memory (StreamingRowAgent);
-//  - either way a plain launch (no cluster) where the stride leaves no row long enough to split.
+//  - either way a plain launch (no cluster) where the stride leaves no row long enough to split;
+//  - a stride that fits registers (Policy::register_rows): a plain launch of register_rows_kernel.
 // The grid: min(resident clusters, rows) clusters, else min(resident CTAs, rows) plain CTAs, spread
 // by the hardware over all SMs; a larger grid would only start CTAs with nothing to do.
 struct LaunchShape {
@@ -112,7 +117,7 @@ struct LaunchShape {
   }
   __host__ static int cluster_size_of(int64_t rows, int64_t stride, const ResidentLimits& resident) {
     const bool few = few_rows(rows, resident);
-    if (stride <= (few ? Policy::kTeamMinLength : Policy::kSoloMaxKeys)) return 1;
+    if (Policy::register_rows(stride) || stride <= (few ? Policy::kTeamMinLength : Policy::kSoloMaxKeys)) return 1;
     if (2 * rows >= resident.ctas && stride > Policy::kStreamMinStride) return 1;  // long rows streamed
     const int largest = resident.clusters_of(Policy::kMaxClusterSize) >= 1 ? Policy::kMaxClusterSize
                                                                             : Policy::kPortableClusterSize;
@@ -161,6 +166,7 @@ cudaError_t launch_persistent_topk(Params p, const ResidentLimits& resident, boo
   p.cluster_size = shape.cluster_size;
   LaunchAttributes attributes(shape.cluster_size, pdl);
   const cudaLaunchConfig_t config = launch_config<T>(shape.ctas(), stream, &attributes);
+  if (Policy::register_rows(p.source.stride)) return cudaLaunchKernelEx(&config, register_rows_kernel<T>, p);
   return cudaLaunchKernelEx(&config, persistent_topk_kernel<T>, p);
 }
 

@@ -246,6 +246,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("max_sorted_k") = persistent_topk::Policy::kMaxSortedK;
   m.attr("smem_keys") = persistent_topk::Policy::kSmemKeys;
   m.attr("register_max_keys") = persistent_topk::Policy::kRegisterMaxKeys;
+  m.attr("register_rows_max_stride") = persistent_topk::Policy::kRegisterRowsMaxStride;
   m.attr("stream_min_keys") = persistent_topk::Policy::kStreamMinKeys;
   m.attr("stream_min_stride") = persistent_topk::Policy::kStreamMinStride;
   m.attr("solo_max_keys") = persistent_topk::Policy::kSoloMaxKeys;

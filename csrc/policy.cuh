@@ -30,14 +30,23 @@ struct Policy {
   // Keys each thread holds: rows of k < n <= kThreads x this are selected from registers, longer solo
   // rows from shared memory (16 keys spilled and took twice as long on 4K rows).
   static constexpr int kRegisterKeysPerThread = 8;
-  // Which logits take the register path: 4-byte ones. With it, the 16-bit kernels spill 4 bytes (the
-  // path's own code compiles within 64 registers, but ptxas then spills in the rest of the kernel),
-  // so 16-bit rows stay on the shared-memory path.
+  // Which logits take the register path in the persistent kernel: 4-byte ones. With it, the 16-bit
+  // kernels spill 4 bytes (the path's own code compiles within 64 registers, but ptxas then spills in
+  // the rest of the kernel), so 16-bit rows stay on the shared-memory path there (register_rows_kernel,
+  // below, takes every dtype).
   template <typename T>
   __host__ __device__ static constexpr bool register_path() {
     return sizeof(T) == 4;
   }
   static constexpr int kRegisterMaxKeys = kThreads * kRegisterKeysPerThread;
+  // Launches whose stride fits registers (every row of every dtype is short or a register row) run
+  // a kernel of their own (register_rows_kernel): a CTA loads its row's whole stride while thread 0
+  // reads the row's length, one round trip before the selection instead of two, with none of the
+  // work queue's code around it (b256-4k 12.0 -> 11.0 us, b1-4k 8.4 -> 8.0). Keys each thread holds
+  // there: 16 (rows of 8K) made 4K rows 10-20% slower, half the threads idle and the rest twice as long.
+  static constexpr int kRegisterRowsKeysPerThread = kRegisterKeysPerThread;
+  static constexpr int kRegisterRowsMaxStride = kThreads * kRegisterRowsKeysPerThread;
+  __host__ __device__ static constexpr bool register_rows(long long stride) { return stride <= kRegisterRowsMaxStride; }
 
   // ---- Rows in shared memory (topk_medium.cuh) ----
   // 16-byte loads in flight per thread before the first is used (16-bit rows, which are loaded
@@ -61,8 +70,10 @@ struct Policy {
   // A team row is cut into slices of at most this many keys where its cluster allows: 4K words stay
   // free behind each slice for the keys that survive the first digit (compaction); a slice that fills
   // shared memory has no room, and every later pass runs over all its keys (one row of 196,608 took
-  // 20.9 us on teams of 8, one of 229,376 15.8 us on teams of 16).
-  static constexpr int kTeamSliceKeys = 20480;
+  // 20.9 us on teams of 8, one of 229,376 15.8 us on teams of 16). 12K against 20K: v4pro and
+  // engine-mtp2 4% faster, b1-128k 3%, in two sessions' runs; the rest within noise (wider teams,
+  // shorter slices: the row's passes are shorter than the extra exchanges cost).
+  static constexpr int kTeamSliceKeys = 12288;
   // The plan doubles every team while the grid still holds all of them at once (up to this many
   // doublings): a row's latency falls with its slices.
   static constexpr int kMaxWidenings = 4;
@@ -88,7 +99,7 @@ struct Policy {
   // ---- Clusters (launch.cuh, team.cuh) ----
   // CTAs per thread-block cluster, chosen per launch from the shape; the plan sizes each team row's
   // team within it (a cluster or a half, quarter... of one). 8 is the portable cluster size; Hopper
-  // also runs non-portable clusters of up to 16 (16 x kTeamSliceKeys = 320K columns).
+  // also runs non-portable clusters of up to 16 (16 x kSoloMaxKeys = 256K columns).
   static constexpr int kMinClusterSize = 2;
   static constexpr int kPortableClusterSize = 8;
   static constexpr int kMaxClusterSize = 16;

@@ -44,7 +44,9 @@ struct ShortRowAgent {
 // is one block scan, each selected column staged at its position in shared memory, then whole lines
 // stored in order. Against the shared-memory path this drops the copy of the row into shared memory,
 // every pass over it and the write-out's counting pass (one 4K row: 0.2-0.9 us less, the perf notes).
-// Only 4-byte logits take it (Policy::register_path).
+// In the persistent kernel only 4-byte logits take it (Policy::register_path); launches of a stride
+// that fits registers (register_rows_kernel) take it for every dtype, loading the whole stride and
+// keeping the row's window (keep_window).
 //
 // Columns past n hold key 0, which no logit has (keys.cuh: 0 would be a NaN, and every NaN is the
 // top key), and which is below every first digit a threshold can take (bin 0 of the first digit holds
@@ -81,6 +83,15 @@ struct RegisterRowAgent {
     }
   }
 
+  // Of the keys load() read of a whole row, only columns [start, start + n) stay: key 0 elsewhere.
+  __device__ __forceinline__ static void keep_window(Keys& keys, int start, int n) {
+    const int first = kKeysPerThread * static_cast<int>(threadIdx.x);
+#pragma unroll
+    for (int j = 0; j < kKeysPerThread; ++j) {
+      if (static_cast<uint32_t>(first + j - start) >= static_cast<uint32_t>(n)) keys[j] = 0u;
+    }
+  }
+
   // The top m < n of row[0, n) into `sink`, in index order (positions 0..m-1). ts.hist must be zero
   // (with a barrier after the zeroing); `staged` is the shared address of m free words, 16-byte
   // aligned. record_claim() runs in thread 0 once the loads are issued.
@@ -91,7 +102,13 @@ struct RegisterRowAgent {
     Keys keys;
     load(row, n, keys);
     if (threadIdx.x == 0) record_claim();
-    const int first = kKeysPerThread * static_cast<int>(threadIdx.x);
+    select(keys, kKeysPerThread * static_cast<int>(threadIdx.x), m, ts, staged, sink);
+  }
+
+  // The top m of the keys the CTA holds (thread t's first key is column `first` of the row; key 0 is
+  // no column) into `sink`, as run() says.
+  __device__ __forceinline__ static void select(Keys& keys, int first, int m, typename Select::TempStorage& ts,
+                                                uint32_t staged, const IndexSink& sink) {
 #pragma unroll
     for (int j = 0; j < kKeysPerThread; ++j) {
       if (keys[j] != 0u) Select::count_first_digit(ts, keys[j]);

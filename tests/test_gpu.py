@@ -115,16 +115,171 @@ REGISTER_KS = [1, 7, 512, 1024, 2048]
 @pytest.mark.parametrize("k", REGISTER_KS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_every_length_through_the_register_path(k, dtype, gen):
-    """One row of every length from -1 to register_max_keys + 1: rows that need no selection, every
-    length the register path takes (float32 rows; 16-bit ones run the same lengths in shared memory),
-    and the first ones past it, in one batch, with an adversarial distribution per (k, dtype); sorted
-    with values for k = 512."""
+    """One row of every length from -1 to register_max_keys + 1 in the persistent kernel (a stride one
+    past what a register-rows launch takes): rows that need no selection, every length its register
+    path takes (float32 rows; 16-bit ones run the same lengths in shared memory), and the first ones
+    past it, in one batch, with an adversarial distribution per (k, dtype); sorted with values for
+    k = 512."""
     limit = pt._backend.require_cuda_kernels().register_max_keys
     lengths = torch.arange(-1, limit + 2, dtype=I32)
     lengths = lengths[torch.randperm(len(lengths), generator=gen)]
     dist = ALL_NAMES[(REGISTER_KS.index(k) * len(DTYPES) + DTYPES.index(dtype)) % len(ALL_NAMES)]
     logits = make_logits(dist, len(lengths), limit + 1, dtype, gen, lengths, device="cuda")
     check(logits, lengths, k, by_value=k == 512, what=f"{dist} k={k}")
+
+
+# Launches whose stride fits registers (csrc/policy.cuh Policy::register_rows) run register_rows_kernel:
+# CTA b selects rows b, b + grid, ... with no queue, each loaded over its whole stride while its length
+# is read, every dtype from registers.
+REGISTER_ROWS_KS = REGISTER_KS + [4096]
+
+
+def register_rows_stride():
+    return pt._backend.require_cuda_kernels().register_rows_max_stride
+
+
+@pytest.mark.parametrize("k", REGISTER_ROWS_KS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_register_rows_launch_every_length(k, dtype, gen):
+    """The largest stride a register-rows launch takes, one row of every length from -1 to the stride + 1
+    (more rows than the grid: CTAs take several), garbage past every window (NaN sorts above every key,
+    so a column read past the window would be selected), an adversarial distribution per (k, dtype),
+    sorted with values for k = 512; k = 4096 >= stride reads no logit."""
+    stride = register_rows_stride()
+    lengths = torch.arange(-1, stride + 2, dtype=I32)
+    lengths = lengths[torch.randperm(len(lengths), generator=gen)]
+    dist = ALL_NAMES[(REGISTER_ROWS_KS.index(k) * len(DTYPES) + DTYPES.index(dtype)) % len(ALL_NAMES)]
+    logits = make_logits(dist, len(lengths), stride, dtype, gen, lengths, device="cuda")
+    check(logits, lengths, k, by_value=k == 512, what=f"{dist} k={k}")
+
+
+def misaligned(logits, offset):
+    """The same logits as a view whose rows start `offset` elements past a 16-byte boundary, with a
+    row pitch other than the width."""
+    rows, width = logits.shape
+    base = torch.full((rows, width + offset + 5), float("nan"), dtype=logits.dtype, device=logits.device)
+    base[:, offset:offset + width] = logits
+    return base[:, offset:offset + width]
+
+
+@pytest.mark.parametrize("dist", ALL_NAMES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_register_rows_distributions_and_odd_strides(dist, dtype, gen):
+    """Every distribution and dtype through register rows: fewer rows than the grid, odd strides, rows
+    that start off a 16-byte boundary (loaded one logit at a time), lengths at every edge."""
+    k = 2048
+    for width, offset in ((register_rows_stride(), 0), (3001, 0), (2049, 3), (4000, 1)):
+        lengths = path_lengths(width, k, gen, 40)
+        logits = make_logits(dist, 40, width, dtype, gen, lengths, device="cuda")
+        check(misaligned(logits, offset) if offset else logits, lengths, k, what=f"{dist} width={width}+{offset}")
+
+
+@pytest.mark.parametrize("by_value", [False, True])
+def test_register_rows_windows_and_transforms(by_value, gen):
+    """Register rows with windows that do not start at column 0 (prefill's starts and ends, garbage
+    before and after every window), decode's next_n, and the page table fused into the selection's writes
+    (or applied by the finish when sorted), with values."""
+    rows, stride, k = 300, 3000, 1024
+    starts = torch.randint(-5, stride, (rows,), generator=gen).to(I32)
+    ends = (starts + torch.randint(-100, stride, (rows,), generator=gen)).to(I32)
+    logits = make_logits("ties", rows, stride, torch.float32, gen, device="cuda")
+    col = torch.arange(stride, device="cuda")[None, :]
+    outside = (col < starts.cuda().clamp(min=0)[:, None]) | (col >= ends.cuda()[:, None])
+    logits = torch.where(outside, float("nan"), logits)
+    want, want_val = reference.reference_topk(logits.cpu(), ends - starts, k, starts=starts, sorted=by_value)
+    out, values = poisoned(rows, k, logits.dtype)
+    pt.top_k_per_row_prefill(logits, starts.cuda(), ends.cuda(), k, out=out, values=values, sorted=by_value)
+    assert_same(out, want, f"prefill windows sorted={by_value}")
+    assert_same(bits(values), bits(want_val), "prefill windows values")
+
+    batch, next_n = 150, 2
+    seq_lens = torch.randint(0, stride + 10, (batch,), generator=gen).to(I32)
+    lengths = reference.decode_lengths(seq_lens, next_n)
+    logits = make_logits("normal", batch * next_n, stride, torch.bfloat16, gen, lengths, device="cuda")
+    want, _ = reference.reference_topk(logits.cpu(), lengths, k, sorted=by_value)
+    out, _ = poisoned(batch * next_n, k, logits.dtype)
+    pt.top_k_per_row_decode(logits, seq_lens.cuda(), next_n, k, out=out, sorted=by_value)
+    assert_same(out, want, f"decode next_n={next_n} sorted={by_value}")
+
+    page_size = 64
+    lengths = path_lengths(stride, k, gen, rows)
+    table = torch.randint(0, 1 << 20, (rows, (stride + page_size - 1) // page_size), generator=gen).to(I32)
+    logits = make_logits("normal", rows, stride, torch.float16, gen, lengths, device="cuda")
+    want, _ = reference.reference_topk(logits.cpu(), lengths, k, sorted=by_value, page_table=table,
+                                       page_size=page_size)
+    out, _ = poisoned(rows, k, logits.dtype)
+    pt.top_k_page_table_transform(logits, lengths.cuda(), table.cuda(), page_size, k, out=out, sorted=by_value)
+    assert_same(out, want, f"page table sorted={by_value}")
+
+
+def test_register_rows_graph_replay_and_stale_plan(gen):
+    """One plan and one captured graph, replayed with new lengths (rows moving between no selection,
+    register rows and back) and new logits: every replay exact; the plan reads STALE once a live length
+    differs from it."""
+    rows, stride, k = 300, register_rows_stride(), 2048
+    logits = make_logits("normal", rows, stride, torch.float32, gen, device="cuda")
+    lengths = path_lengths(stride, k, gen, rows).cuda()
+    out = torch.empty((rows, k), dtype=I32, device="cuda")
+    workspace = pt.Workspace("cuda", rows, stride, k)
+    plan = pt.make_plan(lengths, stride, k, workspace=workspace)
+    pt.top_k_per_row(logits, lengths, k, out=out, plan=plan, workspace=workspace)  # warm-up outside capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        pt.top_k_per_row(logits, lengths, k, out=out, plan=plan, workspace=workspace)
+    for replay in range(12):
+        if replay > 0:
+            new = path_lengths(stride, k, gen, rows)
+            lengths.copy_(new)
+            logits.copy_(make_logits(ALL_NAMES[replay % len(ALL_NAMES)], rows, stride, torch.float32, gen, new))
+        out.fill_(POISON)
+        graph.replay()
+        want, _ = reference.reference_topk(logits.cpu(), lengths.cpu(), k)
+        assert_same(out, want, f"replay {replay}")
+        assert plan.status() == (plan_module.FRESH if replay == 0 else plan_module.STALE), replay
+    assert not bool(workspace.buffer[:QUEUE_BYTES].any()), "work queue counters touched"
+
+
+def test_register_rows_launch_is_one_kernel_of_its_own(gen):
+    """A stride that fits registers launches register_rows_kernel, one kernel with a plan; one column
+    wider, the persistent kernel."""
+    k = 2048
+    for stride, kernel in ((register_rows_stride(), "register_rows_kernel"),
+                           (register_rows_stride() + 1, "persistent_topk_kernel")):
+        rows = 64
+        logits = make_logits("normal", rows, stride, torch.float32, gen, device="cuda")
+        lengths = path_lengths(stride, k, gen, rows).cuda()
+        out = torch.empty((rows, k), dtype=I32, device="cuda")
+        plan = pt.make_plan(lengths, stride, k)
+        launched = kernels_of(lambda: pt.top_k_per_row(logits, lengths, k, out=out, plan=plan))
+        assert len(launched) == 1 and kernel in launched[0], (stride, launched)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_cluster_launch_of_short_rows(dtype, gen):
+    """Wide engine buffers of rows no longer than one CTA takes (a cluster launch whose plan has no team
+    row, a CTA for every row): CTA b takes row b as a plain launch would, with no claim; the counters
+    still reset; then a stale plan whose rows grew past a solo row's length (they are selected alone,
+    streamed) is exact and reported."""
+    rows, stride, k = 128, 163_840, 2048
+    kernels = pt._backend.require_cuda_kernels()
+    like = torch.empty(1, device="cuda", dtype=dtype)
+    assert kernels.launch_cluster_size(rows, stride, like) > 1
+    assert rows <= kernels.launch_grid(like)
+    short = torch.randint(-2, kernels.solo_max_keys + 1, (rows,), generator=gen).to(I32)
+    short[:4] = torch.tensor([0, k, k + 1, kernels.solo_max_keys], dtype=I32)
+    workspace = pt.Workspace("cuda", rows, stride, k)
+    plan = pt.make_plan(short.cuda(), stride, k, workspace=workspace)
+    assert planned_teams(plan, rows)[0] == 0, "no team row"
+    grown = short.clone()
+    grown[::5] = torch.randint(kernels.solo_max_keys + 1, stride + 1, (len(grown[::5]),), generator=gen).to(I32)
+    for live, status in ((short, plan_module.FRESH), (short, plan_module.FRESH), (grown, plan_module.STALE)):
+        logits = make_logits("normal", rows, stride, dtype, gen, live, device="cuda")
+        want, _ = reference.reference_topk(logits.cpu(), live, k)
+        out = torch.full((rows, k), POISON, dtype=I32, device="cuda")
+        pt.top_k_per_row(logits, live.cuda(), k, out=out, plan=plan, workspace=workspace)
+        assert_same(out, want, f"{rows} rows of stride {stride}, {status}")
+        assert not bool(workspace.buffer[:QUEUE_BYTES].any()), "work queue counters left set"
+        assert plan.status() == status
 
 
 @pytest.mark.parametrize("k", [512, 1024, 2048, 13_000])
