@@ -399,7 +399,10 @@ def test_launch_cluster_sizes():
     few, eight = kernels.team_min_length, kernels.portable_cluster_size
     assert kernels.launch_cluster_size(1, few, like) == 1
     assert kernels.launch_cluster_size(8, few + 16, like) == eight
-    assert kernels.launch_cluster_size(1, 163_840, like) == eight
+    # 163,840 columns (V3.2 engines): clusters of 16 when slices of 20,480 on 8 CTAs are past team_slice_keys.
+    slice_of_eight = -(-163_840 // eight)
+    assert kernels.launch_cluster_size(1, 163_840, like) == (eight if slice_of_eight <= kernels.team_slice_keys else 16)
+    assert kernels.launch_cluster_size(1, eight * kernels.team_slice_keys, like) == eight
     assert kernels.launch_cluster_size(1, eight * kernels.smem_keys, like) == 16  # no room left to compact
     assert kernels.launch_cluster_size(1, 262_144, like) == 16  # Hopper runs clusters of up to 16
     assert kernels.launch_cluster_size(64, 262_144, like) == 16
