@@ -304,8 +304,11 @@ __device__ __forceinline__ NextRow next_row(const Params& p, WorkState& s, Team&
     team = Team::solo();
     phase = kSoloRows;
     if (s.solo_rows == 0u && !s.team_claims) return NextRow{-1, RowWindow{0, 0}, 0};
+    // Read by every thread before the barrier (the compiler may load it in every thread, not only in
+    // thread 0, which rewrites it below).
+    const bool claims = !s.static_solo;
     __syncthreads();  // every thread has read the state
-    if (threadIdx.x == 0 && !s.static_solo) s.claim = atomicAdd(&p.queue[kSoloCounter], 1u);
+    if (threadIdx.x == 0 && claims) s.claim = atomicAdd(&p.queue[kSoloCounter], 1u);
   }
   if (threadIdx.x == 0) {
     int r = -1;
