@@ -24,7 +24,7 @@ if [ -z "${SKIP_SANITIZER:-}" ]; then
   selection="test_register_rows_windows_and_transforms or test_register_rows_distributions_and_odd_strides and ties and bfloat16 or test_cluster_launch_of_short_rows and float32 or test_streamed_rows and ascending and float32 or test_every_length_through_the_register_path and 2048 or test_k_values and 2048 and float32 or test_odd_strides and 30001 and float32 or test_team_rows_among_many_solo_rows and normal or test_work_queue_counters and scattered or test_rows_past_a_team_of_eight and 512 and float32 or test_plan_sizes_every_team and 163840 or test_page_table_with_row_to_table and 64 or test_ragged_offsets and False"
   for tool in memcheck racecheck; do
     k="$selection"; [ $tool = memcheck ] && k="$selection or test_stale_plans and 1"
-    timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 $VPY -m pytest -q -x tests/test_gpu.py tests/test_gpu_transforms.py -k "$k" \
+    timeout 300 compute-sanitizer --tool $tool --error-exitcode 9 $VPY -m pytest -q -x tests/test_gpu.py tests/test_gpu_transforms.py -k "$k" \
       > "$OUT/sanitizer-$tool.log" 2>&1
     echo "compute-sanitizer $tool: exit $? ($(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|passed|failed' "$OUT/sanitizer-$tool.log" | tr '\n' ' '))"
   done
