@@ -427,7 +427,8 @@ struct RegisterRowState {
 // a register row, and all rows cost about the same, so CTA b takes rows b, b + grid, ... with no
 // queue. Each CTA issues the loads of its row's whole stride (in bounds whatever the row's length:
 // logits are [rows, stride]) before thread 0 reads the row's window, so the two round trips overlap;
-// the keys outside the window are then dropped. The plan is still checked row by row (STALE).
+// the keys outside the window are then dropped. The plan is still checked row by row (STALE); a call
+// without one launches this kernel alone, with no plan to check (p.plan all null).
 template <typename T>
 __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) register_rows_kernel(Params p) {
   extern __shared__ __align__(128) uint4 dynamic_smem[];
@@ -451,7 +452,8 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) reg
     Select::zero_histogram(select_storage);
     if (threadIdx.x == 0) {
       state.window = p.source.window(r);
-      state.planned_length = __ldg(p.plan.planned_lengths + r);
+      // No plan (a call without one): nothing to check, the row is as planned.
+      state.planned_length = p.plan.planned_lengths != nullptr ? __ldg(p.plan.planned_lengths + r) : state.window.n;
       if (fuses_transform(p)) set_fused_write(p, r, state.fused);
     }
     __syncthreads();

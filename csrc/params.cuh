@@ -25,7 +25,8 @@ struct Params {
   // CTAs per cluster (1: a plain launch), chosen on the host from the shape alone (launch.cuh); team
   // rows are those the plan lists as such, each with its team's size.
   int cluster_size;
-  PlanView plan;    // made for this shape (the op checks rows, stride and k); the kernel sets its status
+  PlanView plan;    // made for this shape (the op checks rows, stride and k); the kernel sets its status.
+                    // All null in a register-rows launch without a plan (persistent_topk.cu).
   uint32_t* queue;  // the work queue's counters (QueueCounter) in the workspace; 0 between launches
 };
 

@@ -217,10 +217,17 @@ void select_rows(const at::Tensor& logits, const at::Tensor& bounds, const c10::
   const c10::cuda::CUDAGuard guard(logits.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int device = logits.get_device();
-  void* plan_buffer = plan.has_value() ? plan->data_ptr() : WorkspaceLayout::own_plan(workspace->data_ptr());
-  if (!plan.has_value()) launch_plan(params.source, rows, k, plan_buffer, device, pdl, stream);
-  params.plan = PlanView::of(plan_buffer, params.rows);
-  const bool kernel_pdl = pdl || !plan.has_value();  // behind its own plan kernel, always
+  // A launch whose stride fits registers reads a plan only to report STALE, which the op's own plan
+  // never is: without one it runs alone (PlanView{}: no plan), one launch instead of two.
+  const bool plans_itself = !plan.has_value() && !Policy::register_rows(stride);
+  if (plan.has_value()) {
+    params.plan = PlanView::of(plan->data_ptr(), params.rows);
+  } else if (plans_itself) {
+    void* own = WorkspaceLayout::own_plan(workspace->data_ptr());
+    launch_plan(params.source, rows, k, own, device, pdl, stream);
+    params.plan = PlanView::of(own, params.rows);
+  }
+  const bool kernel_pdl = pdl || plans_itself;  // behind its own plan kernel, always
   switch (logits.scalar_type()) {
     case at::kFloat: launch<float>(params, device, kernel_pdl, stream); break;
     case at::kBFloat16: launch<__nv_bfloat16>(params, device, kernel_pdl, stream); break;

@@ -10,7 +10,8 @@ Shapes and dtypes, for every op:
 All four ops lower to one custom op, ``persistent_topk::select_rows``, registered with torch.library
 with a fake implementation, so torch.compile(fullgraph=True) traces them. CUDA tensors run the
 persistent kernel of csrc/: with ``plan=`` (from make_plan, once per decode step) a call is exactly one
-kernel launch; without one the op plans itself first (two launches). CPU tensors run
+kernel launch; without one the op plans itself first (two launches), except where the stride fits
+registers (at most 4,096 columns: there the kernel needs no plan and a call is one launch). CPU tensors run
 persistent_topk.reference, the oracle the kernel is tested against.
 """
 from __future__ import annotations

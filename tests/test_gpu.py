@@ -238,13 +238,28 @@ def test_register_rows_graph_replay_and_stale_plan(gen):
         assert plan.status() == (plan_module.FRESH if replay == 0 else plan_module.STALE), replay
     assert not bool(workspace.buffer[:QUEUE_BYTES].any()), "work queue counters touched"
 
+    # Without a plan the call is register_rows_kernel alone: captured once, exact on every replay.
+    workspace.buffer.fill_(0x5A)  # nothing of the workspace is read
+    unplanned = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(unplanned):
+        pt.top_k_per_row(logits, lengths, k, out=out, workspace=workspace)
+    for replay in range(6):
+        new = path_lengths(stride, k, gen, rows)
+        lengths.copy_(new)
+        logits.copy_(make_logits(ALL_NAMES[replay % len(ALL_NAMES)], rows, stride, torch.float32, gen, new))
+        out.fill_(POISON)
+        unplanned.replay()
+        want, _ = reference.reference_topk(logits.cpu(), lengths.cpu(), k)
+        assert_same(out, want, f"replay {replay} without a plan")
+
 
 def test_register_rows_launch_is_one_kernel_of_its_own(gen):
-    """A stride that fits registers launches register_rows_kernel, one kernel with a plan; one column
-    wider, the persistent kernel."""
+    """A stride that fits registers launches register_rows_kernel, one kernel with a plan or without
+    (it needs none of its own); one column wider, the persistent kernel, behind its own plan kernel
+    when it has no plan."""
     k = 2048
-    for stride, kernel in ((register_rows_stride(), "register_rows_kernel"),
-                           (register_rows_stride() + 1, "persistent_topk_kernel")):
+    for stride, kernel, unplanned in ((register_rows_stride(), "register_rows_kernel", 1),
+                                      (register_rows_stride() + 1, "persistent_topk_kernel", 2)):
         rows = 64
         logits = make_logits("normal", rows, stride, torch.float32, gen, device="cuda")
         lengths = path_lengths(stride, k, gen, rows).cuda()
@@ -252,6 +267,10 @@ def test_register_rows_launch_is_one_kernel_of_its_own(gen):
         plan = pt.make_plan(lengths, stride, k)
         launched = kernels_of(lambda: pt.top_k_per_row(logits, lengths, k, out=out, plan=plan))
         assert len(launched) == 1 and kernel in launched[0], (stride, launched)
+        launched = kernels_of(lambda: pt.top_k_per_row(logits, lengths, k, out=out))
+        assert len(launched) == unplanned and kernel in launched[-1], (stride, launched)
+        want, _ = reference.reference_topk(logits.cpu(), lengths.cpu(), k)
+        assert_same(out, want, f"stride {stride} without a plan")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

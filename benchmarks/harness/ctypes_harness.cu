@@ -59,9 +59,18 @@ extern "C" int pt_select(const float* logits, int64_t row_pitch, int rows, int s
   return static_cast<int>(status != cudaSuccess ? status : cudaGetLastError());
 }
 
-// One call as the op makes it without a plan: the plan kernel into the workspace, then the kernel.
+// One call as the op makes it without a plan: the plan kernel into the workspace, then the kernel; a
+// stride that fits registers launches register_rows_kernel alone, with no plan (persistent_topk.cu).
 extern "C" int pt_launch(const float* logits, int64_t row_pitch, int rows, int stride, const int32_t* lengths, int k,
                          int32_t* out, void* workspace, void* stream) {
+  if (Policy::register_rows(stride)) {
+    if (resident().ctas == 0) return -1;
+    Params p = params_of(logits, row_pitch, rows, stride, lengths, k, out, workspace);
+    p.plan = PlanView{};
+    const cudaError_t status =
+        launch_persistent_topk<float>(p, resident(), launch_pdl, static_cast<cudaStream_t>(stream));
+    return static_cast<int>(status != cudaSuccess ? status : cudaGetLastError());
+  }
   const int status = pt_make_plan(rows, stride, lengths, k, workspace, stream);
   return status != 0 ? status : pt_select(logits, row_pitch, rows, stride, lengths, k, out, workspace, stream);
 }
