@@ -215,7 +215,7 @@ def test_register_rows_windows_and_transforms(by_value, gen):
 def test_register_rows_graph_replay_and_stale_plan(gen):
     """One plan and one captured graph, replayed with new lengths (rows moving between no selection,
     register rows and back) and new logits: every replay exact; the plan reads STALE once a live length
-    differs from it."""
+    differs from it. Then a graph of the call without a plan (the kernel alone), replayed the same way."""
     rows, stride, k = 300, register_rows_stride(), 2048
     logits = make_logits("normal", rows, stride, torch.float32, gen, device="cuda")
     lengths = path_lengths(stride, k, gen, rows).cuda()
@@ -223,19 +223,24 @@ def test_register_rows_graph_replay_and_stale_plan(gen):
     workspace = pt.Workspace("cuda", rows, stride, k)
     plan = pt.make_plan(lengths, stride, k, workspace=workspace)
     pt.top_k_per_row(logits, lengths, k, out=out, plan=plan, workspace=workspace)  # warm-up outside capture
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        pt.top_k_per_row(logits, lengths, k, out=out, plan=plan, workspace=workspace)
-    for replay in range(12):
-        if replay > 0:
+
+    def replay(graph, index, what):
+        """New lengths and logits (but for replay 0), then the graph: exact."""
+        if index > 0:
             new = path_lengths(stride, k, gen, rows)
             lengths.copy_(new)
-            logits.copy_(make_logits(ALL_NAMES[replay % len(ALL_NAMES)], rows, stride, torch.float32, gen, new))
+            logits.copy_(make_logits(ALL_NAMES[index % len(ALL_NAMES)], rows, stride, torch.float32, gen, new))
         out.fill_(POISON)
         graph.replay()
         want, _ = reference.reference_topk(logits.cpu(), lengths.cpu(), k)
-        assert_same(out, want, f"replay {replay}")
-        assert plan.status() == (plan_module.FRESH if replay == 0 else plan_module.STALE), replay
+        assert_same(out, want, f"replay {index} {what}")
+
+    planned = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(planned):
+        pt.top_k_per_row(logits, lengths, k, out=out, plan=plan, workspace=workspace)
+    for r in range(12):
+        replay(planned, r, "with a plan")
+        assert plan.status() == (plan_module.FRESH if r == 0 else plan_module.STALE), r
     assert not bool(workspace.buffer[:QUEUE_BYTES].any()), "work queue counters touched"
 
     # Without a plan the call is register_rows_kernel alone: captured once, exact on every replay.
@@ -243,14 +248,8 @@ def test_register_rows_graph_replay_and_stale_plan(gen):
     unplanned = torch.cuda.CUDAGraph()
     with torch.cuda.graph(unplanned):
         pt.top_k_per_row(logits, lengths, k, out=out, workspace=workspace)
-    for replay in range(6):
-        new = path_lengths(stride, k, gen, rows)
-        lengths.copy_(new)
-        logits.copy_(make_logits(ALL_NAMES[replay % len(ALL_NAMES)], rows, stride, torch.float32, gen, new))
-        out.fill_(POISON)
-        unplanned.replay()
-        want, _ = reference.reference_topk(logits.cpu(), lengths.cpu(), k)
-        assert_same(out, want, f"replay {replay} without a plan")
+    for r in range(1, 7):
+        replay(unplanned, r, "without a plan")
 
 
 def test_register_rows_launch_is_one_kernel_of_its_own(gen):
