@@ -38,4 +38,5 @@ fi
 if [ -z "${SKIP_BENCH:-}" ]; then
   $VPY -m persistent_topk.bench --out-dir "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -32
 fi
-echo "total: $(( $(date +%s) - start )) s"; [ -f "$OUT/pytest.log" ] && grep -E "passed|failed" "$OUT/pytest.log" | tail -1
+echo "total: $(( $(date +%s) - start )) s"
+if [ -f "$OUT/pytest.log" ]; then grep -E "passed|failed" "$OUT/pytest.log" | tail -1; fi
