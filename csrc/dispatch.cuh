@@ -443,6 +443,14 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) reg
   allow_next_grid();
   // With k >= stride every row is n <= k: no logit is read.
   const bool reads_logits = p.source.stride > p.k;
+  // Thread 0: the planned length of the row in `state` against its live one. The planned length is
+  // copied asynchronously beside the window and checked only before the next row (or at the end):
+  // read beside the window, it kept every row ~0.3 us longer (b1-4k 7.98 -> 7.46 us without it).
+  auto check_plan = [&] {
+    if (p.plan.planned_lengths == nullptr) return;  // no plan (a call without one): nothing to check
+    wait_async_copies<0>();
+    check_planned_length(p, NextRow{0, state.window, state.planned_length});
+  };
   for (int r = blockIdx.x; r < p.rows; r += gridDim.x) {
     typename Registers::Keys keys;
     if (reads_logits) Registers::load(static_cast<const T*>(p.logits) + static_cast<int64_t>(r) * p.row_pitch,
@@ -451,14 +459,16 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) reg
     PERSISTENT_TOPK_STAMP(10);
     Select::zero_histogram(select_storage);
     if (threadIdx.x == 0) {
+      if (r != static_cast<int>(blockIdx.x)) check_plan();  // the previous row's
       state.window = p.source.window(r);
-      // No plan (a call without one): nothing to check, the row is as planned.
-      state.planned_length = p.plan.planned_lengths != nullptr ? __ldg(p.plan.planned_lengths + r) : state.window.n;
+      if (p.plan.planned_lengths != nullptr) {
+        copy_async_4(&state.planned_length, p.plan.planned_lengths + r);
+        commit_async_copies();
+      }
       if (fuses_transform(p)) set_fused_write(p, r, state.fused);
     }
     __syncthreads();
     const RowWindow w = state.window;
-    if (threadIdx.x == 0) check_planned_length(p, NextRow{r, w, state.planned_length});
     if (w.n <= p.k) {  // index order or sorted=True alike: 0..n-1 are the selection
       write_short_row<T>(p, r, w, keys_buffer, &state.fused, [] {});
       continue;
@@ -472,6 +482,7 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) reg
       finish_row<Policy::kThreads, T>(p.k, p.k, row_output<T>(p, r, w), reinterpret_cast<uint64_t*>(keys_buffer));
     }
   }
+  if (threadIdx.x == 0 && blockIdx.x < static_cast<uint32_t>(p.rows)) check_plan();  // the last row's
   PERSISTENT_TOPK_STAMP(11);
 }
 

@@ -75,6 +75,11 @@ __device__ __forceinline__ void copy_async_16(void* shared_dst, const void* glob
 __device__ __forceinline__ void copy_async_16(uint32_t shared_dst, const void* global_src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(shared_dst), "l"(global_src));
 }
+// A 4-byte copy (cp.async.ca: sizes under 16 bytes go through L1).
+__device__ __forceinline__ void copy_async_4(void* shared_dst, const void* global_src) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(shared_dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(global_src));
+}
 __device__ __forceinline__ void commit_async_copies() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 // Until at most kPending of this thread's latest commit groups are in flight.
 template <int kPending>
