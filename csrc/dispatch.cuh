@@ -205,7 +205,9 @@ __device__ __forceinline__ void pick_row(const Params& p, WorkState& s, int r) {
 
 // Thread 0's claim of the row after the one this CTA starts: issued before the row's loads, so that
 // its round trip hides behind them, and recorded (in shared memory; a team's rank 0 hands it to the
-// team) once they are in. Held in one register only while the row loads.
+// team) once they are in. Held in one register only while the row loads. kClusters: the launch's kind
+// (persistent_topk_kernel).
+template <bool kClusters>
 struct NextRowClaim {
   uint32_t answer = kNoClaim;
 
@@ -213,7 +215,7 @@ struct NextRowClaim {
   __device__ __forceinline__ void issue(const Params& p, WorkPhase phase, const WorkState& s, const Team& team) {
     if (phase == kTeamRows) {
       if (team.rank() == 0 && s.team_claims) answer = atomicAdd(&p.queue[kTeamCounter], 1u);
-    } else if (p.cluster_size > 1) {
+    } else if (kClusters) {
       answer = atomicAdd(&p.queue[kSoloCounter], 1u);
     } else if (gridDim.x < static_cast<uint32_t>(p.rows)) {
       answer = gridDim.x + atomicAdd(&p.queue[kSoloCounter], 1u);
@@ -222,7 +224,7 @@ struct NextRowClaim {
   __device__ __forceinline__ void record(const Params& p, WorkPhase phase, WorkState& s, const Team& team) const {
     if (phase == kTeamRows) {
       if (team.rank() == 0) Team::set_leader_word(answer);
-    } else if (p.cluster_size > 1) {
+    } else if (kClusters) {
       s.claim = answer;
     } else {
       s.ordinal = answer;  // plain launches: the next position
@@ -275,6 +277,7 @@ __device__ __forceinline__ void pick_team_row(const Params& p, WorkState& s) {
 // Block-wide: the row this CTA selects next, or -1 when it is done (see the work queue above). In the
 // team phase, splits the team when its row wants fewer CTAs; leaves the team (team becomes solo,
 // phase kSoloRows) when the team rows run out.
+template <bool kClusters>
 __device__ __forceinline__ NextRow next_row(const Params& p, WorkState& s, Team& team, WorkPhase& phase) {
   if (phase == kTeamRows) {
     for (;;) {
@@ -318,7 +321,7 @@ __device__ __forceinline__ NextRow next_row(const Params& p, WorkState& s, Team&
     } else if (s.static_solo == kStaticSoloDone) {
       // Its one row is done. Every CTA with a row claimed once during it (NextRowClaim), `rows` claims.
       if (s.claim == static_cast<uint32_t>(p.rows) - 1u) p.queue[kSoloCounter] = 0u;
-    } else if (p.cluster_size == 1) {  // plain launch: every position of the order, the first one static
+    } else if (!kClusters) {  // plain launch: every position of the order, the first one static
       if (s.ordinal < static_cast<uint32_t>(p.rows)) {
         // With a CTA for every row, every row starts at once and the order cannot matter: row =
         // position saves the order's round trip before the row's bounds.
@@ -345,7 +348,12 @@ __device__ __forceinline__ void check_planned_length(const Params& p, const Next
   if (next.window.n != next.planned_length) atomicOr(&p.plan.header->status, kPlanStale);
 }
 
-template <typename T>
+// The persistent kernel, in two instances per dtype by the launch's kind (launch_persistent_topk):
+// kClusters for launches of clusters (p.cluster_size > 1, team rows possible), the other for plain
+// launches. In the plain one every team branch folds away (the team's size is known to be 1): its code
+// is a third smaller (151 KiB against 235 KiB for float32) and its rows faster (prefill-causal-2k-rows
+// 86.2 -> 79.6 us, decode-uniform-b128-16k 16.5 -> 15.3, b256-64k 42.3 -> 40.7; docs/perf-notes.md).
+template <typename T, bool kClusters>
 __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) persistent_topk_kernel(Params p) {
   // 128-byte aligned whatever the static shared memory before it adds up to: a warp's 512-byte
   // cp.async fills and 16-byte reads of keys then touch 4 128-byte lines, not 5 (an offset of 16 bytes
@@ -356,9 +364,10 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
   __shared__ WorkState state;
 
   // One loop over the rows the queue hands this CTA, team rows first (one copy of the selection code,
-  // which keeps it free of register spills). The launch sets cluster_size to 1 unless it is of clusters.
+  // which keeps it free of register spills). The launch sets cluster_size to 1 unless it is of clusters,
+  // and runs this kernel with kClusters exactly when it is (launch.cuh).
   PERSISTENT_TOPK_STAMP(0);
-  const bool team_launch = p.cluster_size > 1;
+  constexpr bool team_launch = kClusters;
   Team team = team_launch ? Team::of_cluster(p.cluster_size) : Team::solo();
   team.open();
   WorkPhase phase = team_launch ? kTeamRows : kSoloRows;
@@ -377,11 +386,11 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
   for (;;) {
     __syncthreads();  // the previous row's shared state is free; `state` is written
     PERSISTENT_TOPK_STAMP(10);
-    const NextRow next = next_row(p, state, team, phase);
+    const NextRow next = next_row<kClusters>(p, state, team, phase);
     const int r = next.row;
     if (r < 0) break;
     const RowWindow w = next.window;
-    NextRowClaim claim;
+    NextRowClaim<kClusters> claim;
     if (threadIdx.x == 0) {
       claim.issue(p, phase, state, team);
       if (team.rank() == 0) check_planned_length(p, next);
@@ -405,7 +414,7 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
     // few registers are live across the call: placed in select_row() the call made the kernel
     // spill); select_row() then finishes it.
     if (!team_row && Policy::streams(w.n, 1)) {
-      StreamingRowAgent<Select, T>::select(static_cast<const T*>(p.logits) + static_cast<int64_t>(r) * p.row_pitch + w.start,
+      StreamingRowAgent<Select, T>::template select<kClusters>(static_cast<const T*>(p.logits) + static_cast<int64_t>(r) * p.row_pitch + w.start,
                                            w.n, min(p.k, w.n), keys, select_storage, index_sink(p, r, &state.fused));
     }
     // One call site of the selection for team rows and rows alone (its code is the kernel's bulk).

@@ -54,21 +54,25 @@ cudaLaunchConfig_t launch_config(int ctas, cudaStream_t stream, LaunchAttributes
 
 template <typename T>
 cudaError_t resident_limits(ResidentLimits* limits) {
-  cudaError_t status = cudaFuncSetAttribute(persistent_topk_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  cudaError_t status = cudaFuncSetAttribute(persistent_topk_kernel<T, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(kDynamicSmemBytes));
+  if (status == cudaSuccess) {
+    status = cudaFuncSetAttribute(persistent_topk_kernel<T, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  static_cast<int>(kDynamicSmemBytes));
+  }
   if (status == cudaSuccess) {
     status = cudaFuncSetAttribute(register_rows_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   static_cast<int>(kDynamicSmemBytes));
   }
   // Clusters past the portable 8 CTAs: allowed on Hopper, counted below like the others.
   if (status == cudaSuccess) {
-    status = cudaFuncSetAttribute(persistent_topk_kernel<T>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+    status = cudaFuncSetAttribute(persistent_topk_kernel<T, true>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
   }
   int device = 0, sms = 0, per_sm = 0;
   if (status == cudaSuccess) status = cudaGetDevice(&device);
   if (status == cudaSuccess) status = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   if (status == cudaSuccess) {
-    status = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, persistent_topk_kernel<T>, Policy::kThreads,
+    status = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, persistent_topk_kernel<T, false>, Policy::kThreads,
                                                            kDynamicSmemBytes);
   }
   limits->ctas = sms * per_sm;
@@ -77,7 +81,7 @@ cudaError_t resident_limits(ResidentLimits* limits) {
     LaunchAttributes cluster(size, /*pdl=*/false);
     const cudaLaunchConfig_t config = launch_config<T>(size, nullptr, &cluster);
     int clusters = 0;
-    const cudaError_t query = cudaOccupancyMaxActiveClusters(&clusters, persistent_topk_kernel<T>, &config);
+    const cudaError_t query = cudaOccupancyMaxActiveClusters(&clusters, persistent_topk_kernel<T, true>, &config);
     if (query != cudaSuccess) {
       (void)cudaGetLastError();  // a size this device cannot run: left at 0 and never chosen
       if (size <= Policy::kPortableClusterSize) status = query;
@@ -167,7 +171,8 @@ cudaError_t launch_persistent_topk(Params p, const ResidentLimits& resident, boo
   LaunchAttributes attributes(shape.cluster_size, pdl);
   const cudaLaunchConfig_t config = launch_config<T>(shape.ctas(), stream, &attributes);
   if (Policy::register_rows(p.source.stride)) return cudaLaunchKernelEx(&config, register_rows_kernel<T>, p);
-  return cudaLaunchKernelEx(&config, persistent_topk_kernel<T>, p);
+  if (shape.cluster_size > 1) return cudaLaunchKernelEx(&config, persistent_topk_kernel<T, true>, p);
+  return cudaLaunchKernelEx(&config, persistent_topk_kernel<T, false>, p);
 }
 
 }  // namespace persistent_topk

@@ -359,7 +359,10 @@ struct StreamingRowAgent {
   // The row, selected into `sink`: its list (sample_bound(), first_pass()), then select_in_shared() over
   // the list; unless the list is not complete (adversarial input: streamed_row), which leaves the row
   // to the caller. Out of the kernel's line, so that the calling convention keeps the registers of the
-  // kernel's own selection code apart from this one's.
+  // kernel's own selection code apart from this one's; one copy per instance of the kernel
+  // (kClusterKernel: persistent_topk_kernel's kClusters), since one copy shared by both spilled 16
+  // bytes for 16-bit logits.
+  template <bool kClusterKernel>
   __device__ __noinline__ static void select(const T* row, int n, int m, uint32_t* buffer, TempStorage& ts,
                                              IndexSink sink) {
     Select::zero_histogram(ts);

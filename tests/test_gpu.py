@@ -638,6 +638,27 @@ def test_one_kernel_per_call_with_a_plan_two_without(gen):
     assert len(planning) == 1 and "make_plan_kernel" in planning[0], planning
 
 
+@pytest.mark.parametrize("rows,stride", [(300, 9000), (8, 140_000), (600, 60_000), (40, 20_000)])
+def test_each_launch_kind_runs_its_own_kernel(gen, rows, stride):
+    """Plain launches run the persistent kernel built without team code (kClusters false), launches of
+    clusters the one with it (csrc/dispatch.cuh): the kernel's name says which, and both are exact."""
+    k = 2048
+    kernels = pt._backend.require_cuda_kernels()
+    logits = make_logits("normal", rows, stride, torch.float32, gen, device="cuda")
+    lengths = path_lengths(stride, k, gen, rows).cuda()
+    out = torch.empty((rows, k), dtype=I32, device="cuda")
+    workspace = pt.Workspace("cuda", rows, stride, k)
+    plan = pt.make_plan(lengths, stride, k, workspace=workspace)
+    names = kernels_of(lambda: pt.top_k_per_row(logits, lengths, k, out=out, plan=plan, workspace=workspace))
+    clusters = kernels.launch_cluster_size(rows, stride, logits) > 1
+    assert len(names) == 1 and "persistent_topk_kernel" in names[0], names
+    assert ("true>" if clusters else "false>") in names[0].replace("(bool)1", "true").replace("(bool)0", "false"), names
+    out.fill_(POISON)
+    pt.top_k_per_row(logits, lengths, k, out=out, plan=plan, workspace=workspace)
+    want, _ = reference.reference_topk(logits.cpu(), lengths.cpu(), k)
+    assert_same(out, want, f"{rows} x {stride}")
+
+
 def stale_cases(stride, k, g):
     """(name, planned lengths, live lengths) pairs that a decode step's plan may meet."""
     kernels = pt._backend.require_cuda_kernels()

@@ -20,9 +20,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 NVCC = os.environ.get("NVCC", "/usr/local/cuda/bin/nvcc")
 FLAGS = ["-std=c++17", "-O3", "--expt-relaxed-constexpr", "-gencode=arch=compute_90a,code=sm_90a", "-Xptxas=-v"]
+# The 16-bit kernels, instantiated through the launch (whatever the kernels' template parameters).
 HALF_KERNELS = """#include "launch.cuh"
-template __global__ void persistent_topk::persistent_topk_kernel<__nv_bfloat16>(persistent_topk::Params);
-template __global__ void persistent_topk::persistent_topk_kernel<__half>(persistent_topk::Params);
+template cudaError_t persistent_topk::launch_persistent_topk<__nv_bfloat16>(persistent_topk::Params,
+    const persistent_topk::ResidentLimits&, bool, cudaStream_t);
+template cudaError_t persistent_topk::launch_persistent_topk<__half>(persistent_topk::Params,
+    const persistent_topk::ResidentLimits&, bool, cudaStream_t);
 """
 
 
