@@ -10,8 +10,9 @@
 // which first select the long rows together (team rows, one cluster each, handed out by the work
 // queue); then, and in plain launches from the start, every CTA takes the other rows one at a time
 // from the queue until none is left. In plain launches of many rows a long row is streamed by its one
-// CTA (StreamingRowAgent) rather than held in shared memory. Launches whose stride fits registers run
-// register_rows_kernel instead (below): every row short or a register row, no queue.
+// CTA (StreamingRowAgent) rather than held in shared memory, and a CTA with more rows to take looks
+// its next one up while it selects the current one. Launches whose stride fits registers (4K, or 16K
+// for few rows) run register_rows_kernel instead (below): every row short or a register row, no queue.
 #pragma once
 #include <cstdint>
 
@@ -60,11 +61,13 @@ __device__ __forceinline__ int spare_offset(int n) { return (n + 3) & ~3; }
 // otherwise (a team row past team_size x kSmemKeys: only a stale plan or a stride beyond the largest
 // team's reach makes one), or a streamed row whose candidates did not fit the list, is selected by
 // passes over global memory instead, exact and slower. Every CTA of a team takes the same branch (slices share one
-// length), so the team's exchanges line up. record_claim() runs in thread 0 once the loads are in.
-template <typename T, class RecordClaim>
+// length), so the team's exchanges line up. record_claim() runs in thread 0 once the loads are in;
+// phase_hook(step) in thread 0 at three points of a row in shared memory (step 0 after its loads, 1 and
+// 2 after its first digit and its compaction: prefetch_next_row).
+template <typename T, class RecordClaim, class PhaseHook>
 __device__ __forceinline__ void select_row(const Params& p, int r, const RowWindow& w, Team& team, uint32_t* keys,
                                            const FusedIndexWrite* fused, typename Select::TempStorage& ts,
-                                           const RecordClaim& record_claim) {
+                                           const RecordClaim& record_claim, const PhaseHook& phase_hook) {
   constexpr int kThreads = Policy::kThreads;
   const TeamSlices slices = TeamSlices::of(w.n, team.size, Policy::kSliceAlign);
   const int rank = team.rank();
@@ -84,12 +87,16 @@ __device__ __forceinline__ void select_row(const Params& p, int r, const RowWind
     load_row<Select, T>(slice, length, keys, ts);
     // Behind the barrier before the loads (every thread has read what next_row() read of the state)
     // and before the row's write-out, whose exchange hands a team's claim to its other CTAs.
-    if (threadIdx.x == 0) record_claim();
+    if (threadIdx.x == 0) {
+      record_claim();
+      phase_hook(0);
+    }
     PERSISTENT_TOPK_STAMP(2);  // (select_in_shared() starts with a barrier: keys and ts.hist complete)
     const int spare = spare_offset(length);
     TeamCombine<Select> combine{team};
     select_in_shared<Select, T>(length, w.n, m, keys, ts, ColumnOf{first}, index_sink(p, r, fused), keys + spare,
-                                Policy::kSmemKeys - spare, slices.slice_len > Policy::kCompactMinKeys, combine);
+                                Policy::kSmemKeys - spare, slices.slice_len > Policy::kCompactMinKeys, combine,
+                                phase_hook);
   } else if (Policy::streams(w.n, team.size) && streamed_row.complete) {
     // A long row alone, selected already from the list streamed out of global memory (the kernel's
     // loop, StreamingRowAgent).
@@ -110,10 +117,9 @@ __device__ __forceinline__ void select_row(const Params& p, int r, const RowWind
 }
 
 // A row that needs no selection (n <= k, index order): 0..n-1, then the padding.
-template <typename T, class RecordClaim>
+template <int kThreads, typename T, class RecordClaim>
 __device__ __forceinline__ void write_short_row(const Params& p, int r, const RowWindow& w, uint32_t* keys,
                                                 const FusedIndexWrite* fused, const RecordClaim& record_claim) {
-  constexpr int kThreads = Policy::kThreads;
   if (!finish_reads_output(p) && !fuses_transform(p)) {  // bare indices and padding, nothing to finish
     ShortRowAgent<kThreads>::run_bare(w.n, p.k, row_out(p, r));
     __syncthreads();  // every thread has read what next_row() read of the state
@@ -186,7 +192,65 @@ struct WorkState {
   RowWindow window;
   int planned_length;
   FusedIndexWrite fused;  // the row's transform, when the selection writes it (fuses_transform)
+  // Plain launches with more rows than CTAs (kPrefetchNext): the row at position `ordinal`, looked up
+  // while this one is selected (prefetch_next_row). ahead_stage: 0 idle, 1 its order entry in flight,
+  // 2 its bounds in flight; ahead_row >= 0: its row, window and planned length are ready.
+  int ahead_stage;
+  int ahead_row;
+  int32_t ahead_entry, ahead_bound, ahead_start, ahead_planned;
+  RowWindow ahead_window;
 };
+
+// Starts bringing bytes [address, address + bytes) into L2 (the whole 16-byte units inside the range).
+__device__ __forceinline__ void prefetch_range_l2(const void* address, int64_t bytes) {
+  const uintptr_t lo = (reinterpret_cast<uintptr_t>(address) + 15u) & ~uintptr_t{15};
+  const uintptr_t hi = (reinterpret_cast<uintptr_t>(address) + static_cast<uintptr_t>(bytes)) & ~uintptr_t{15};
+  if (hi <= lo) return;
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(lo), "r"(static_cast<uint32_t>(hi - lo)) : "memory");
+}
+
+// Thread 0 of a plain launch with more rows than CTAs (kPrefetchNext), during a row in shared memory:
+// the next row's lookups, one step per call, each an asynchronous copy, so that none stalls the row
+// being selected. Step 0 (the row's loads are in, its claim recorded: `ordinal` is the next
+// position): the order entry at it; step 1 (after the first digit): the row's bound, start and planned
+// length; step 2 (after the compaction): its window, and its logits brought into L2. next_row() then
+// takes the row without a round trip (prefill-causal-2k-rows 79.6 -> 74.7 us). The copies are in
+// flight only between steps, never across the next row's loads (which count their own groups).
+template <typename T>
+__device__ __forceinline__ void prefetch_next_row(const Params& p, WorkState& s, int step) {
+  if (step == 0) {
+    if (s.ahead_stage != 0) wait_async_copies<0>();  // an unfinished chain: its copies land first
+    s.ahead_stage = 0;
+    s.ahead_row = -1;
+    if (s.ordinal >= static_cast<uint32_t>(p.rows)) return;
+    copy_async_4(&s.ahead_entry, p.plan.order + s.ordinal);
+    commit_async_copies();
+    s.ahead_stage = 1;
+  } else if (step == 1) {
+    if (s.ahead_stage != 1) return;
+    wait_async_copies<0>();
+    const int r = OrderEntry::row(s.ahead_entry);
+    if (static_cast<uint32_t>(r) >= static_cast<uint32_t>(p.rows)) {  // next_row() traps on it
+      s.ahead_stage = 0;
+      return;
+    }
+    copy_async_4(&s.ahead_bound, p.source.bounds + p.source.bound_index(r));
+    if (p.source.has_starts()) copy_async_4(&s.ahead_start, p.source.row_starts + r);
+    copy_async_4(&s.ahead_planned, p.plan.planned_lengths + r);
+    commit_async_copies();
+    s.ahead_stage = 2;
+  } else {
+    if (s.ahead_stage != 2) return;
+    wait_async_copies<0>();
+    const int r = OrderEntry::row(s.ahead_entry);
+    const RowWindow w = p.source.window_of(r, s.ahead_bound, s.ahead_start);
+    prefetch_range_l2(static_cast<const T*>(p.logits) + static_cast<int64_t>(r) * p.row_pitch + w.start,
+                      static_cast<int64_t>(w.n) * static_cast<int64_t>(sizeof(T)));
+    s.ahead_window = w;
+    s.ahead_row = r;
+    s.ahead_stage = 0;
+  }
+}
 
 // Thread 0: row r (none if -1), its live window and planned length, into the state. A row outside
 // [0, rows) can only come from a plan made for another shape, which the op refuses: trap rather than
@@ -276,8 +340,9 @@ __device__ __forceinline__ void pick_team_row(const Params& p, WorkState& s) {
 
 // Block-wide: the row this CTA selects next, or -1 when it is done (see the work queue above). In the
 // team phase, splits the team when its row wants fewer CTAs; leaves the team (team becomes solo,
-// phase kSoloRows) when the team rows run out.
-template <bool kClusters>
+// phase kSoloRows) when the team rows run out. kPrefetchNext: a plain launch whose next row may have
+// been looked up already (prefetch_next_row).
+template <bool kClusters, bool kPrefetchNext>
 __device__ __forceinline__ NextRow next_row(const Params& p, WorkState& s, Team& team, WorkPhase& phase) {
   if (phase == kTeamRows) {
     for (;;) {
@@ -315,6 +380,7 @@ __device__ __forceinline__ NextRow next_row(const Params& p, WorkState& s, Team&
   }
   if (threadIdx.x == 0) {
     int r = -1;
+    bool picked = false;  // the row looked up ahead is taken: no pick_row()
     if (s.static_solo == kStaticSoloFirst) {
       if (blockIdx.x < static_cast<uint32_t>(p.rows)) r = static_cast<int>(blockIdx.x);
       s.static_solo = kStaticSoloDone;
@@ -322,7 +388,18 @@ __device__ __forceinline__ NextRow next_row(const Params& p, WorkState& s, Team&
       // Its one row is done. Every CTA with a row claimed once during it (NextRowClaim), `rows` claims.
       if (s.claim == static_cast<uint32_t>(p.rows) - 1u) p.queue[kSoloCounter] = 0u;
     } else if (!kClusters) {  // plain launch: every position of the order, the first one static
-      if (s.ordinal < static_cast<uint32_t>(p.rows)) {
+      if (kPrefetchNext && s.ahead_row >= 0) {  // looked up during the previous row: no round trip
+        s.row = s.ahead_row;
+        s.window = s.ahead_window;
+        s.planned_length = s.ahead_planned;
+        if (fuses_transform(p)) set_fused_write(p, s.ahead_row, s.fused);
+        s.ahead_row = -1;
+        picked = true;
+      } else if (s.ordinal < static_cast<uint32_t>(p.rows)) {
+        if (kPrefetchNext && s.ahead_stage != 0) {  // a lookup left unfinished: its copies land first
+          wait_async_copies<0>();
+          s.ahead_stage = 0;
+        }
         // With a CTA for every row, every row starts at once and the order cannot matter: row =
         // position saves the order's round trip before the row's bounds.
         r = p.rows <= static_cast<int>(gridDim.x) ? static_cast<int>(s.ordinal)
@@ -336,7 +413,7 @@ __device__ __forceinline__ NextRow next_row(const Params& p, WorkState& s, Team&
       p.queue[kSoloCounter] = 0u;
       if (s.team_claims) p.queue[kTeamCounter] = 0u;
     }
-    pick_row(p, s, r);
+    if (!picked) pick_row(p, s, r);
   }
   __syncthreads();
   return NextRow{s.row, s.window, s.planned_length};
@@ -348,12 +425,15 @@ __device__ __forceinline__ void check_planned_length(const Params& p, const Next
   if (next.window.n != next.planned_length) atomicOr(&p.plan.header->status, kPlanStale);
 }
 
-// The persistent kernel, in two instances per dtype by the launch's kind (launch_persistent_topk):
-// kClusters for launches of clusters (p.cluster_size > 1, team rows possible), the other for plain
-// launches. In the plain one every team branch folds away (the team's size is known to be 1): its code
-// is a third smaller (151 KiB against 235 KiB for float32) and its rows faster (prefill-causal-2k-rows
+// The persistent kernel, in three instances per dtype by the launch's kind (launch_persistent_topk):
+// kClusters for launches of clusters (p.cluster_size > 1, team rows possible), the others for plain
+// launches. In those every team branch folds away (the team's size is known to be 1): their code is a
+// third smaller (151 KiB against 235 KiB for float32) and their rows faster (prefill-causal-2k-rows
 // 86.2 -> 79.6 us, decode-uniform-b128-16k 16.5 -> 15.3, b256-64k 42.3 -> 40.7; docs/perf-notes.md).
-template <typename T, bool kClusters>
+// kPrefetchNext for plain launches with more rows than CTAs: each CTA looks up its next row during
+// the current one (prefetch_next_row); kept out of the other plain launches, where it has nothing to
+// do and its code alone cost 2% (decode-uniform-b128-16k).
+template <typename T, bool kClusters, bool kPrefetchNext>
 __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) persistent_topk_kernel(Params p) {
   // 128-byte aligned whatever the static shared memory before it adds up to: a warp's 512-byte
   // cp.async fills and 16-byte reads of keys then touch 4 128-byte lines, not 5 (an offset of 16 bytes
@@ -378,6 +458,8 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
     state.solo_rows = static_cast<uint32_t>(p.rows);
     state.team_claims = 0;
     state.static_solo = kNoStaticSolo;
+    state.ahead_stage = 0;
+    state.ahead_row = -1;
   }
   // Programmatic dependent launch: all of the above may overlap the previous kernel's tail; nothing
   // it writes (logits, lengths, plan, the queue's counters) is read before this.
@@ -386,9 +468,12 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
   for (;;) {
     __syncthreads();  // the previous row's shared state is free; `state` is written
     PERSISTENT_TOPK_STAMP(10);
-    const NextRow next = next_row<kClusters>(p, state, team, phase);
+    const NextRow next = next_row<kClusters, kPrefetchNext>(p, state, team, phase);
     const int r = next.row;
-    if (r < 0) break;
+    if (r < 0) {
+      if (kPrefetchNext && threadIdx.x == 0 && state.ahead_stage != 0) wait_async_copies<0>();
+      break;
+    }
     const RowWindow w = next.window;
     NextRowClaim<kClusters> claim;
     if (threadIdx.x == 0) {
@@ -407,7 +492,7 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
       if (team.rank() != 0) continue;
     }
     if (path == RowPath::kShort) {
-      write_short_row<T>(p, r, w, keys, &state.fused, record_claim);
+      write_short_row<Policy::kThreads, T>(p, r, w, keys, &state.fused, record_claim);
       continue;
     }
     // A long row alone: selected from a list of its keys streamed out of global memory (here, where
@@ -419,7 +504,12 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
     }
     // One call site of the selection for team rows and rows alone (its code is the kernel's bulk).
     Team selecting = team_row ? team : Team::solo();
-    select_row<T>(p, r, w, selecting, keys, &state.fused, select_storage, record_claim);
+    if constexpr (kPrefetchNext) {
+      select_row<T>(p, r, w, selecting, keys, &state.fused, select_storage, record_claim,
+                    [&](int step) { prefetch_next_row<T>(p, state, step); });
+    } else {
+      select_row<T>(p, r, w, selecting, keys, &state.fused, select_storage, record_claim, NoPhaseHook{});
+    }
     if (team_row) team = selecting;
   }
   PERSISTENT_TOPK_STAMP(11);
@@ -432,20 +522,23 @@ struct RegisterRowState {
   FusedIndexWrite fused;
 };
 
-// The kernel of launches whose stride fits registers (Policy::register_rows): every row is short or
+// The kernel of launches whose stride fits registers (LaunchShape::register_rows): every row is short or
 // a register row, and all rows cost about the same, so CTA b takes rows b, b + grid, ... with no
 // queue. Each CTA issues the loads of its row's whole stride (in bounds whatever the row's length:
 // logits are [rows, stride]) before thread 0 reads the row's window, so the two round trips overlap;
 // the keys outside the window are then dropped. The plan is still checked row by row (STALE); a call
-// without one launches this kernel alone, with no plan to check (p.plan all null).
-template <typename T>
-__global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) register_rows_kernel(Params p) {
+// without one launches this kernel alone, with no plan to check (p.plan all null). Cta: the
+// RegisterRowsCta that holds the stride (Policy::register_rows_cta).
+template <typename T, class Cta>
+__global__ void __launch_bounds__(Cta::kThreads, Cta::kMinBlocksPerSM) register_rows_kernel(Params p) {
+  using RowSelect = BlockSelect<Cta::kThreads, Cta::kDigitBits>;
   extern __shared__ __align__(128) uint4 dynamic_smem[];
   uint32_t* keys_buffer = reinterpret_cast<uint32_t*>(dynamic_smem);  // staged selection, finish_row's scratch
-  __shared__ typename Select::TempStorage select_storage;
+  __shared__ typename RowSelect::TempStorage select_storage;
   __shared__ RegisterRowState state;
-  using Registers = RegisterRowAgent<Select, T, Policy::kRegisterRowsKeysPerThread>;
-  static_assert(Registers::kMaxKeys == Policy::kRegisterRowsMaxStride, "a thread's keys cover the stride");
+  using Registers = RegisterRowAgent<RowSelect, T, Cta::kKeysPerThread>;
+  static_assert(Registers::kMaxKeys == Cta::kMaxStride, "a thread's keys cover the stride");
+  static_assert(Cta::kMaxStride <= Policy::kSmemKeys, "the staged selection fits the keys buffer");
 
   PERSISTENT_TOPK_STAMP(0);
   wait_for_previous_grid();
@@ -466,7 +559,7 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) reg
                                       p.source.stride, keys);
     __syncthreads();  // the previous row is done with the shared state
     PERSISTENT_TOPK_STAMP(10);
-    Select::zero_histogram(select_storage);
+    RowSelect::zero_histogram(select_storage);
     if (threadIdx.x == 0) {
       if (r != static_cast<int>(blockIdx.x)) check_plan();  // the previous row's
       state.window = p.source.window(r);
@@ -479,16 +572,16 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) reg
     __syncthreads();
     const RowWindow w = state.window;
     if (w.n <= p.k) {  // index order or sorted=True alike: 0..n-1 are the selection
-      write_short_row<T>(p, r, w, keys_buffer, &state.fused, [] {});
+      write_short_row<Cta::kThreads, T>(p, r, w, keys_buffer, &state.fused, [] {});
       continue;
     }
     PERSISTENT_TOPK_STAMP(1);
     Registers::keep_window(keys, w.start, w.n);
-    Registers::select(keys, Policy::kRegisterRowsKeysPerThread * static_cast<int>(threadIdx.x) - w.start, p.k,
+    Registers::select(keys, Cta::kKeysPerThread * static_cast<int>(threadIdx.x) - w.start, p.k,
                       select_storage, shared_address(keys_buffer), index_sink(p, r, &state.fused));
     PERSISTENT_TOPK_STAMP(9);
     if (finish_reads_output(p)) {
-      finish_row<Policy::kThreads, T>(p.k, p.k, row_output<T>(p, r, w), reinterpret_cast<uint64_t*>(keys_buffer));
+      finish_row<Cta::kThreads, T>(p.k, p.k, row_output<T>(p, r, w), reinterpret_cast<uint64_t*>(keys_buffer));
     }
   }
   if (threadIdx.x == 0 && blockIdx.x < static_cast<uint32_t>(p.rows)) check_plan();  // the last row's

@@ -55,6 +55,14 @@ int64_t resident_ctas(const at::Tensor& like) {
   return limits_for_device<float>(like.get_device()).ctas;
 }
 
+// The threads of the register_rows_kernel a launch of this shape runs on like's device, or 0 if it runs
+// the persistent kernel (tests and benchmarks name the path by it).
+int64_t register_rows_threads(int64_t rows, int64_t stride, const at::Tensor& like) {
+  const c10::cuda::CUDAGuard guard(like.device());
+  if (!LaunchShape::register_rows(rows, stride, limits_for_device<float>(like.get_device()))) return 0;
+  return kRegisterRowsThreads[Policy::register_rows_cta(stride)];
+}
+
 // The CTAs per cluster of a launch of this shape on like's device (1: a plain launch). The launch
 // shape of every dtype is the float32 kernel's (the three compile to the same resources), so that one
 // plan serves them all.
@@ -219,7 +227,8 @@ void select_rows(const at::Tensor& logits, const at::Tensor& bounds, const c10::
   const int device = logits.get_device();
   // A launch whose stride fits registers reads a plan only to report STALE, which the op's own plan
   // never is: without one it runs alone (PlanView{}: no plan), one launch instead of two.
-  const bool plans_itself = !plan.has_value() && !Policy::register_rows(stride);
+  const bool plans_itself =
+      !plan.has_value() && !LaunchShape::register_rows(rows, stride, limits_for_device<float>(device));
   if (plan.has_value()) {
     params.plan = PlanView::of(plan->data_ptr(), params.rows);
   } else if (plans_itself) {
@@ -246,6 +255,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("resident_ctas", &persistent_topk::resident_ctas, "CTAs of a plain launch resident at once on like's device");
   m.def("launch_cluster_size", &persistent_topk::launch_cluster_size,
         "CTAs per cluster of a launch of (rows, stride) on logits' device (1: a plain launch, no team rows)");
+  m.def("register_rows_threads", &persistent_topk::register_rows_threads,
+        "Threads per CTA of the register_rows_kernel a launch of (rows, stride) runs on like's device (0: none)");
   m.def("plan_bytes", &persistent_topk::plan_bytes, "Plan buffer bytes for rows");
   m.def("make_plan", &persistent_topk::make_plan, "Launch the plan kernel into a plan buffer");
   m.def("select_rows", &persistent_topk::select_rows,
@@ -254,6 +265,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("smem_keys") = persistent_topk::Policy::kSmemKeys;
   m.attr("register_max_keys") = persistent_topk::Policy::kRegisterMaxKeys;
   m.attr("register_rows_max_stride") = persistent_topk::Policy::kRegisterRowsMaxStride;
+  m.attr("few_register_rows_max_stride") = persistent_topk::Policy::kFewRegisterRowsMaxStride;
   m.attr("stream_min_keys") = persistent_topk::Policy::kStreamMinKeys;
   m.attr("stream_min_stride") = persistent_topk::Policy::kStreamMinStride;
   m.attr("solo_max_keys") = persistent_topk::Policy::kSoloMaxKeys;

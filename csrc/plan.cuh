@@ -44,21 +44,30 @@ struct RowSource {
   int next_n;
   int stride;  // columns per row (SPEC's stride): windows are clamped to it
 
-  // Through the read-only data path: no kernel of this library writes the bounds.
-  __device__ __forceinline__ RowWindow window(int r) const {
+  // Which word of `bounds` holds row r's bound, and whether the mode has row starts.
+  __device__ __forceinline__ int bound_index(int r) const { return window_mode == kWindowDecode ? r / next_n : r; }
+  __device__ __forceinline__ bool has_starts() const {
+    return window_mode == kWindowPrefill || window_mode == kWindowStarts;
+  }
+  // Row r's window from its bound (bounds[bound_index(r)]) and, where the mode has them, its start
+  // (row_starts[r]; anything otherwise): for callers that fetch the two words themselves.
+  __device__ __forceinline__ RowWindow window_of(int r, int32_t bound, int32_t row_start) const {
     int64_t start = 0, length;
     if (window_mode == kWindowDecode) {
-      length = static_cast<int64_t>(__ldg(bounds + r / next_n)) - next_n + (r % next_n) + 1;
-    } else if (window_mode == kWindowPrefill || window_mode == kWindowStarts) {
-      const int32_t row_start = __ldg(row_starts + r);
+      length = static_cast<int64_t>(bound) - next_n + (r % next_n) + 1;
+    } else if (has_starts()) {
       start = row_start < 0 ? 0 : (row_start > stride ? stride : row_start);
-      length = static_cast<int64_t>(__ldg(bounds + r)) - (window_mode == kWindowPrefill ? row_start : 0);
+      length = static_cast<int64_t>(bound) - (window_mode == kWindowPrefill ? row_start : 0);
     } else {
-      length = __ldg(bounds + r);
+      length = bound;
     }
     length = length < 0 ? 0 : length;
     length = length > stride - start ? stride - start : length;
     return RowWindow{static_cast<int>(start), static_cast<int>(length)};
+  }
+  // Through the read-only data path: no kernel of this library writes the bounds.
+  __device__ __forceinline__ RowWindow window(int r) const {
+    return window_of(r, __ldg(bounds + bound_index(r)), has_starts() ? __ldg(row_starts + r) : 0);
   }
 };
 

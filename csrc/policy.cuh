@@ -7,6 +7,21 @@
 
 namespace persistent_topk {
 
+// The CTA of a register-rows launch (register_rows_kernel): kThreads threads of kKeysPerThread keys
+// each hold a row of up to kMaxStride columns, kMinBlocksPerSM of them per SM within 64 registers a
+// thread (65,536 per SM). Digits of log2(4 kThreads) bits: the histogram is zeroed and searched one
+// 16-byte word (four bins) per thread.
+template <int kThreads_, int kKeysPerThread_, int kMinBlocksPerSM_>
+struct RegisterRowsCta {
+  static constexpr int kThreads = kThreads_;
+  static constexpr int kKeysPerThread = kKeysPerThread_;
+  static constexpr int kMinBlocksPerSM = kMinBlocksPerSM_;
+  static constexpr int kMaxStride = kThreads * kKeysPerThread;
+  static constexpr int kDigitBits = kThreads == 512 ? 11 : kThreads == 1024 ? 12 : -1;
+  static_assert(kDigitBits > 0, "a CTA of 512 or 1024 threads");
+  static_assert(kThreads * kMinBlocksPerSM * 64 <= 65536, "64 registers a thread");
+};
+
 struct Policy {
   // ---- The persistent kernel's CTA ----
   // Two CTAs of 16 warps per SM: one streams its next row from HBM while the other runs its passes
@@ -40,13 +55,27 @@ struct Policy {
   }
   static constexpr int kRegisterMaxKeys = kThreads * kRegisterKeysPerThread;
   // Launches whose stride fits registers (every row of every dtype is short or a register row) run
-  // a kernel of their own (register_rows_kernel): a CTA loads its row's whole stride while thread 0
-  // reads the row's length, one round trip before the selection instead of two, with none of the
-  // work queue's code around it (b256-4k 12.0 -> 11.0 us, b1-4k 8.4 -> 8.0). Keys each thread holds
-  // there: 16 (rows of 8K) made 4K rows 10-20% slower, half the threads idle and the rest twice as long.
-  static constexpr int kRegisterRowsKeysPerThread = kRegisterKeysPerThread;
-  static constexpr int kRegisterRowsMaxStride = kThreads * kRegisterRowsKeysPerThread;
-  __host__ __device__ static constexpr bool register_rows(long long stride) { return stride <= kRegisterRowsMaxStride; }
+  // a kernel of their own (register_rows_kernel, one instance per RegisterRowsCta below): a CTA loads
+  // its row's whole stride while thread 0 reads the row's length, one round trip before the selection
+  // instead of two, with none of the work queue's code around it (b256-4k 12.0 -> 11.0 us, b1-4k 8.4
+  // -> 8.0). Every launch of a stride up to 4,096 does; launches of few rows (LaunchShape::few_rows)
+  // up to 16,384 as well, where a CTA of registers beats the teams of clusters those rows took (8 rows
+  // of 8,192: 14.7 -> 10.9 us, of 12,288: 13.2 -> 12.4, decode-uniform-b8-16k 14.7 -> 12.9). Not once
+  // the rows fill the SMs: there a 512-thread CTA per row in shared memory is as fast or faster (2,048
+  // rows of 7K at a stride of 8,192: 68 vs 79 us; decode-uniform-b128-16k 15.3 vs 16.2), since every
+  // pass of the register path runs over all 16 keys of every thread. The CTA is the narrowest of the
+  // three that holds the stride, so that rows as long as it keep every thread busy (16 keys per thread
+  // on 4K rows: 10-20% slower, half the threads idle; 8K rows on 1024 threads: 8 rows 12.0 us against
+  // 10.9 on 512).
+  using RegisterRowsNarrow = RegisterRowsCta<kThreads, kRegisterKeysPerThread, kMinBlocksPerSM>;  // <= 4,096
+  using RegisterRowsMedium = RegisterRowsCta<512, 16, 2>;                                       // <= 8,192
+  using RegisterRowsWide = RegisterRowsCta<1024, 16, 1>;                                        // <= 16,384
+  static constexpr long long kRegisterRowsMaxStride = RegisterRowsNarrow::kMaxStride;
+  static constexpr long long kFewRegisterRowsMaxStride = RegisterRowsWide::kMaxStride;
+  // Which of the three CTAs a register-rows launch of this stride runs (0 narrow, 1 medium, 2 wide).
+  __host__ __device__ static constexpr int register_rows_cta(long long stride) {
+    return stride <= RegisterRowsNarrow::kMaxStride ? 0 : stride <= RegisterRowsMedium::kMaxStride ? 1 : 2;
+  }
 
   // ---- Rows in shared memory (topk_medium.cuh) ----
   // 16-byte loads in flight per thread before the first is used (16-bit rows, which are loaded

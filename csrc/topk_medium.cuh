@@ -221,11 +221,14 @@ struct KeyList {
 // kStreamed: a row streamed from global memory (topk_radix_large.cuh: keys unused) comes with a list of
 // its keys already in `spare`, laid out as compaction lays it out and holding the row's top m, and with
 // its first digit counted over that list; the later passes and the write-out run over it.
-template <class Select, typename T, class Combine, bool kStreamed = false>
+struct NoPhaseHook {
+  __device__ __forceinline__ void operator()(int) const {}
+};
+template <class Select, typename T, class Combine, bool kStreamed = false, class PhaseHook = NoPhaseHook>
 __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const uint32_t* keys,
                                                  typename Select::TempStorage& ts, ColumnOf column_of,
                                                  const IndexSink& sink, uint32_t* spare, int capacity, bool compact,
-                                                 Combine& combine) {
+                                                 Combine& combine, const PhaseHook& phase_hook = PhaseHook{}) {
   constexpr int kBits = KeyTraits<T>::kSignificantBits;
   Threshold t{0u, 0, m, true};  // m >= row_n: every key, a zero-bit prefix they all share
   if (m < row_n) {
@@ -233,6 +236,7 @@ __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const 
     PERSISTENT_TOPK_STAMP(3);
     combine.find_digit(ts, m);
     PERSISTENT_TOPK_STAMP(4);
+    if (threadIdx.x == 0) phase_hook(1);
     const uint32_t digit = ts.digit, above = ts.count_above, at = ts.count_at;
     t = Threshold{digit << Select::kFirstShift, Select::kDigitBits, m - static_cast<int>(above),
                   at == static_cast<uint32_t>(m) - above};
@@ -259,6 +263,7 @@ __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const 
       list = List{compacted_keys, positions, n, segment_capacity, ts.segment_count, column_of.first};
     }
     PERSISTENT_TOPK_STAMP(5);
+    if (threadIdx.x == 0) phase_hook(2);
     const int next_width = min(Select::kDigitBits, kBits - t.bits);
     auto recount = [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
       Select::count_digits_shared(ts, typename List::Spans{list}, list.keys, prefix, shift, digit_mask);

@@ -26,8 +26,9 @@ if [ -z "${SKIP_SANITIZER:-}" ]; then
   # The register path over one batch of 4,099 rows (the plan kernel with more than 32 rows per warp).
   # Streamed rows (test_team_rows_among_many_solo_rows is a streamed batch now) and their fallback
   # (ascending rows overflow the list). Register-rows launches (every dtype, windows, both transforms,
-  # CTAs with several rows) and cluster launches of short rows (static rows, a stale plan's streamed rows).
-  selection="test_register_rows_windows_and_transforms or test_register_rows_distributions_and_odd_strides and ties and bfloat16 or test_cluster_launch_of_short_rows and float32 or test_streamed_rows and ascending and float32 or test_every_length_through_the_register_path and 2048 or test_k_values and 2048 and float32 or test_odd_strides and 30001 and float32 or test_team_rows_among_many_solo_rows and normal or test_work_queue_counters and scattered or test_rows_past_a_team_of_eight and 512 and float32 or test_plan_sizes_every_team and 163840 or test_page_table_with_row_to_table and 64 or test_ragged_offsets and False"
+  # CTAs with several rows, few rows on the 512 x 16 and 1024 x 16 CTAs) and cluster launches of short rows
+  # (static rows, a stale plan's streamed rows). Plain launches that look each CTA's next row up ahead.
+  selection="test_register_rows_windows_and_transforms or test_rows_looked_up_ahead or test_few_rows_register_rows_every_edge and 2048 and float32 or test_register_rows_distributions_and_odd_strides and ties and bfloat16 or test_cluster_launch_of_short_rows and float32 or test_streamed_rows and ascending and float32 or test_every_length_through_the_register_path and 2048 or test_k_values and 2048 and float32 or test_odd_strides and 30001 and float32 or test_team_rows_among_many_solo_rows and normal or test_work_queue_counters and scattered or test_rows_past_a_team_of_eight and 512 and float32 or test_plan_sizes_every_team and 163840 or test_page_table_with_row_to_table and 64 or test_ragged_offsets and False"
   for tool in memcheck racecheck; do
     k="$selection"; [ $tool = memcheck ] && k="$selection or test_stale_plans and 1"
     timeout 300 compute-sanitizer --tool $tool --error-exitcode 9 $VPY -m pytest -q -x tests/test_gpu.py tests/test_gpu_transforms.py -k "$k" \

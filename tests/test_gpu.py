@@ -153,6 +153,75 @@ def test_register_rows_launch_every_length(k, dtype, gen):
     check(logits, lengths, k, by_value=k == 512, what=f"{dist} k={k}")
 
 
+# Launches of few rows (no more than the clusters of 8 resident at once) whose stride is past
+# register_rows_max_stride, up to few_register_rows_max_stride, run register_rows_kernel too, on a CTA of
+# 512 threads x 16 keys (strides up to 8,192) or 1,024 x 16 (up to 16,384): csrc/policy.cuh.
+FEW_ROWS_STRIDES = [(8192, 512), (6001, 512), (16_384, 1024), (12_345, 1024)]
+
+
+def assert_register_rows_launch(rows, stride, dtype, threads):
+    """The launch of (rows, stride) runs register_rows_kernel on CTAs of `threads` threads."""
+    kernels = pt._backend.require_cuda_kernels()
+    like = torch.empty(1, device="cuda", dtype=dtype)
+    assert kernels.register_rows_threads(rows, stride, like) == threads, (rows, stride)
+
+
+def tier_lengths(stride, k, g, rows):
+    """`rows` lengths for a register-rows launch of `stride`: the edges of every register-rows CTA and of
+    k (each kept where it is at most the stride + 1), then random ones, from -2 to past the stride."""
+    edges = [-1, 0, 1, k - 1, k, k + 1, 4095, 4096, 4097, 8191, 8192, 8193, 16_383, 16_384, stride - 1, stride,
+             stride + 1]
+    edges = list(dict.fromkeys(e for e in edges if e <= stride + 1))
+    lengths = torch.randint(-2, stride + 50, (rows,), generator=g)
+    lengths[: min(rows, len(edges))] = torch.tensor(edges[:rows])
+    return lengths[torch.randperm(rows, generator=g)].to(I32)
+
+
+@pytest.mark.parametrize("k", REGISTER_ROWS_KS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_few_rows_register_rows_every_edge(k, dtype, gen):
+    """Few rows on the wider register-rows CTAs: at each CTA's largest stride and an odd one inside it, rows
+    at every edge (the CTAs' limits, k, the stride) and random lengths, over several launches; 16
+    consecutive lengths past 9,000, one per thread's last key offset; garbage past every window; an
+    adversarial distribution per (k, dtype); sorted with values for k = 512; k = 4096 >= stride reads
+    no logit on none of them."""
+    rows = 16
+    dist = ALL_NAMES[(REGISTER_ROWS_KS.index(k) * len(DTYPES) + DTYPES.index(dtype) + 3) % len(ALL_NAMES)]
+    for stride, threads in FEW_ROWS_STRIDES:
+        assert_register_rows_launch(rows, stride, dtype, threads)
+        batches = [tier_lengths(stride, k, gen, rows) for _ in range(2)]
+        batches.append(torch.arange(min(9000, stride - rows), min(9000, stride - rows) + rows, dtype=I32))
+        for lengths in batches:
+            logits = make_logits(dist, rows, stride, dtype, gen, lengths, device="cuda")
+            check(logits, lengths, k, by_value=k == 512, what=f"{dist} k={k} stride={stride}")
+
+
+def test_few_rows_register_rows_launch_kernels(gen):
+    """Few rows of a stride past register_rows_max_stride launch register_rows_kernel on the narrowest CTA
+    that holds the stride, one kernel with a plan or without; one row more than few, or one column past
+    few_register_rows_max_stride, the persistent kernel behind its own plan kernel."""
+    kernels = pt._backend.require_cuda_kernels()
+    k, like = 2048, torch.empty(1, device="cuda")
+    few = kernels.launch_grid(like) // kernels.portable_cluster_size
+    widest = kernels.few_register_rows_max_stride
+    shapes = [(few, register_rows_stride() + 1, "RegisterRowsCta<512, 16, 2>", 1),
+              (few, 8192, "RegisterRowsCta<512, 16, 2>", 1), (few, 8193, "RegisterRowsCta<1024, 16, 1>", 1),
+              (3, widest, "RegisterRowsCta<1024, 16, 1>", 1), (few + 1, 8192, "persistent_topk_kernel", 2),
+              (3, widest + 1, "persistent_topk_kernel", 2)]
+    for rows, stride, kernel, unplanned in shapes:
+        logits = make_logits("normal", rows, stride, torch.float32, gen, device="cuda")
+        lengths = tier_lengths(stride, k, gen, rows).cuda()
+        out = torch.empty((rows, k), dtype=I32, device="cuda")
+        plan = pt.make_plan(lengths, stride, k)
+        launched = kernels_of(lambda: pt.top_k_per_row(logits, lengths, k, out=out, plan=plan))
+        assert len(launched) == 1 and kernel in launched[0], (rows, stride, launched)
+        launched = kernels_of(lambda: pt.top_k_per_row(logits, lengths, k, out=out))
+        assert len(launched) == unplanned and kernel in launched[-1], (rows, stride, launched)
+        want, _ = reference.reference_topk(logits.cpu(), lengths.cpu(), k)
+        assert_same(out, want, f"{rows} rows of stride {stride} without a plan")
+        assert plan.status() == plan_module.FRESH
+
+
 def misaligned(logits, offset):
     """The same logits as a view whose rows start `offset` elements past a 16-byte boundary, with a
     row pitch other than the width."""
@@ -166,20 +235,29 @@ def misaligned(logits, offset):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_register_rows_distributions_and_odd_strides(dist, dtype, gen):
     """Every distribution and dtype through register rows: fewer rows than the grid, odd strides, rows
-    that start off a 16-byte boundary (loaded one logit at a time), lengths at every edge."""
+    that start off a 16-byte boundary (loaded one logit at a time), lengths at every edge; then few rows
+    on the 512 x 16 and 1024 x 16 CTAs (strides up to 8,192 and 16,384) the same way."""
     k = 2048
     for width, offset in ((register_rows_stride(), 0), (3001, 0), (2049, 3), (4000, 1)):
         lengths = path_lengths(width, k, gen, 40)
         logits = make_logits(dist, 40, width, dtype, gen, lengths, device="cuda")
         check(misaligned(logits, offset) if offset else logits, lengths, k, what=f"{dist} width={width}+{offset}")
+    rows = 12
+    for width, offset in ((8192, 0), (6001, 3), (16_384, 0), (12_345, 1)):
+        assert_register_rows_launch(rows, width, dtype, threads=512 if width <= 8192 else 1024)
+        lengths = tier_lengths(width, k, gen, rows)
+        logits = make_logits(dist, rows, width, dtype, gen, lengths, device="cuda")
+        check(misaligned(logits, offset) if offset else logits, lengths, k, what=f"{dist} width={width}+{offset}")
 
 
+@pytest.mark.parametrize("rows, stride", [(300, 3000), (16, 7000), (12, 15_000)])
 @pytest.mark.parametrize("by_value", [False, True])
-def test_register_rows_windows_and_transforms(by_value, gen):
+def test_register_rows_windows_and_transforms(rows, stride, by_value, gen):
     """Register rows with windows that do not start at column 0 (prefill's starts and ends, garbage
     before and after every window), decode's next_n, and the page table fused into the selection's writes
-    (or applied by the finish when sorted), with values."""
-    rows, stride, k = 300, 3000, 1024
+    (or applied by the finish when sorted), with values; many rows on the narrow CTA, few on the wider
+    ones."""
+    k = 1024
     starts = torch.randint(-5, stride, (rows,), generator=gen).to(I32)
     ends = (starts + torch.randint(-100, stride, (rows,), generator=gen)).to(I32)
     logits = make_logits("ties", rows, stride, torch.float32, gen, device="cuda")
@@ -192,7 +270,7 @@ def test_register_rows_windows_and_transforms(by_value, gen):
     assert_same(out, want, f"prefill windows sorted={by_value}")
     assert_same(bits(values), bits(want_val), "prefill windows values")
 
-    batch, next_n = 150, 2
+    batch, next_n = rows // 2, 2
     seq_lens = torch.randint(0, stride + 10, (batch,), generator=gen).to(I32)
     lengths = reference.decode_lengths(seq_lens, next_n)
     logits = make_logits("normal", batch * next_n, stride, torch.bfloat16, gen, lengths, device="cuda")
@@ -212,11 +290,14 @@ def test_register_rows_windows_and_transforms(by_value, gen):
     assert_same(out, want, f"page table sorted={by_value}")
 
 
-def test_register_rows_graph_replay_and_stale_plan(gen):
+@pytest.mark.parametrize("rows, stride", [(300, 4096), (24, 8192), (8, 16_384)])
+def test_register_rows_graph_replay_and_stale_plan(rows, stride, gen):
     """One plan and one captured graph, replayed with new lengths (rows moving between no selection,
     register rows and back) and new logits: every replay exact; the plan reads STALE once a live length
-    differs from it. Then a graph of the call without a plan (the kernel alone), replayed the same way."""
-    rows, stride, k = 300, register_rows_stride(), 2048
+    differs from it. Then a graph of the call without a plan (the kernel alone), replayed the same way.
+    Many rows on the narrow CTA, few on the wider ones."""
+    k = 2048
+    assert_register_rows_launch(rows, stride, torch.float32, threads=1024 if stride > 8192 else 512)
     logits = make_logits("normal", rows, stride, torch.float32, gen, device="cuda")
     lengths = path_lengths(stride, k, gen, rows).cuda()
     out = torch.empty((rows, k), dtype=I32, device="cuda")
@@ -638,10 +719,11 @@ def test_one_kernel_per_call_with_a_plan_two_without(gen):
     assert len(planning) == 1 and "make_plan_kernel" in planning[0], planning
 
 
-@pytest.mark.parametrize("rows,stride", [(300, 9000), (8, 140_000), (600, 60_000), (40, 20_000)])
+@pytest.mark.parametrize("rows,stride", [(300, 9000), (200, 9000), (8, 140_000), (600, 60_000), (40, 20_000)])
 def test_each_launch_kind_runs_its_own_kernel(gen, rows, stride):
     """Plain launches run the persistent kernel built without team code (kClusters false), launches of
-    clusters the one with it (csrc/dispatch.cuh): the kernel's name says which, and both are exact."""
+    clusters the one with it (csrc/dispatch.cuh); plain launches with more rows than CTAs the one that
+    looks up each CTA's next row ahead (kPrefetchNext): the kernel's name says which, and all are exact."""
     k = 2048
     kernels = pt._backend.require_cuda_kernels()
     logits = make_logits("normal", rows, stride, torch.float32, gen, device="cuda")
@@ -651,12 +733,84 @@ def test_each_launch_kind_runs_its_own_kernel(gen, rows, stride):
     plan = pt.make_plan(lengths, stride, k, workspace=workspace)
     names = kernels_of(lambda: pt.top_k_per_row(logits, lengths, k, out=out, plan=plan, workspace=workspace))
     clusters = kernels.launch_cluster_size(rows, stride, logits) > 1
+    ahead = not clusters and rows > kernels.resident_ctas(logits)
     assert len(names) == 1 and "persistent_topk_kernel" in names[0], names
-    assert ("true>" if clusters else "false>") in names[0].replace("(bool)1", "true").replace("(bool)0", "false"), names
+    instance = f"<float, {str(clusters).lower()}, {str(ahead).lower()}>"
+    assert instance in names[0].replace("(bool)1", "true").replace("(bool)0", "false"), (instance, names)
     out.fill_(POISON)
     pt.top_k_per_row(logits, lengths, k, out=out, plan=plan, workspace=workspace)
     want, _ = reference.reference_topk(logits.cpu(), lengths.cpu(), k)
     assert_same(out, want, f"{rows} x {stride}")
+
+
+def test_rows_looked_up_ahead(gen):
+    """Plain launches with more rows than CTAs look each CTA's next row up during the current one (its
+    order entry, bound, start and planned length by asynchronous copies, then its logits into L2):
+    exact with rows of every path in one batch, with a plan and without, sorted with values; with
+    prefill's windows, decode's next_n and the page table fused into the writes (raw indices beside);
+    and a stale plan (rows swapped, grown, shrunk: the planned length checked is the one looked up
+    ahead) exact and reported STALE."""
+    kernels = pt._backend.require_cuda_kernels()
+    k, stride, like = 2048, 10_240, torch.empty(1, device="cuda")
+    rows = 2 * kernels.resident_ctas(like) + 38
+    assert kernels.launch_cluster_size(rows, stride, like) == 1 and kernels.register_rows_threads(rows, stride, like) == 0
+    lengths = path_lengths(stride, k, gen, rows)
+    logits = make_logits("ties", rows, stride, torch.float32, gen, lengths, device="cuda")
+    names = kernels_of(lambda: pt.top_k_per_row(logits, lengths.cuda(), k))
+    assert "<float, false, true>" in names[-1].replace("(bool)1", "true").replace("(bool)0", "false"), names
+    check(logits, lengths, k, what="rows of every path")
+    check(logits, lengths, k, by_value=True, what="rows of every path, sorted")
+
+    workspace = pt.Workspace("cuda", rows, stride, k)
+    plan = pt.make_plan(lengths.cuda(), stride, k, workspace=workspace)
+    want, _ = reference.reference_topk(logits.cpu(), lengths, k)
+    out = torch.full((rows, k), POISON, dtype=I32, device="cuda")
+    pt.top_k_per_row(logits, lengths.cuda(), k, out=out, plan=plan, workspace=workspace)
+    assert_same(out, want, "with a plan")
+    assert plan.status() == plan_module.FRESH
+    swapped, grown, shrunk = lengths.flip(0), torch.clamp(lengths + 3000, max=stride), lengths // 3
+    for name, live in (("swapped", swapped), ("grown", grown), ("shrunk", shrunk)):
+        fresh = pt.make_plan(lengths.cuda(), stride, k, workspace=workspace)
+        live_logits = make_logits("normal", rows, stride, torch.float32, gen, live, device="cuda")
+        want, _ = reference.reference_topk(live_logits.cpu(), live, k)
+        out.fill_(POISON)
+        pt.top_k_per_row(live_logits, live.cuda(), k, out=out, plan=fresh, workspace=workspace)
+        assert_same(out, want, f"stale plan ({name})")
+        assert fresh.status() == plan_module.STALE, name
+        assert not bool(workspace.buffer[:QUEUE_BYTES].any()), "work queue counters left set"
+
+    starts = torch.randint(-5, stride, (rows,), generator=gen).to(I32)
+    ends = (starts + torch.randint(-100, stride, (rows,), generator=gen)).to(I32)
+    col = torch.arange(stride, device="cuda")[None, :]
+    outside = (col < starts.cuda().clamp(min=0)[:, None]) | (col >= ends.cuda()[:, None])
+    windowed = torch.where(outside, float("nan"), make_logits("normal", rows, stride, torch.bfloat16, gen,
+                                                              device="cuda"))
+    want, _ = reference.reference_topk(windowed.cpu(), ends - starts, k, starts=starts)
+    out.fill_(POISON)
+    pt.top_k_per_row_prefill(windowed, starts.cuda(), ends.cuda(), k, out=out)
+    assert_same(out, want, "prefill windows")
+
+    next_n = 2
+    seq_lens = torch.randint(0, stride + 10, (rows // next_n,), generator=gen).to(I32)
+    decode_logits = make_logits("normal", rows // next_n * next_n, stride, torch.float16, gen,
+                                reference.decode_lengths(seq_lens, next_n), device="cuda")
+    decode_plan = pt.make_plan(seq_lens.cuda(), stride, k, next_n=next_n)
+    want, _ = reference.reference_topk(decode_logits.cpu(), reference.decode_lengths(seq_lens, next_n), k)
+    out = pt.top_k_per_row_decode(decode_logits, seq_lens.cuda(), next_n, k, plan=decode_plan)
+    assert_same(out, want, f"decode next_n={next_n}")
+    assert decode_plan.status() == plan_module.FRESH
+
+    page_size = 64
+    table = torch.randint(0, 1 << 20, (rows, (stride + page_size - 1) // page_size), generator=gen).to(I32)
+    want, _ = reference.reference_topk(logits.cpu(), lengths, k, page_table=table, page_size=page_size)
+    want_raw, _ = reference.reference_topk(logits.cpu(), lengths, k)
+    out.fill_(POISON)
+    raw = torch.full((rows, k), POISON, dtype=I32, device="cuda")
+    plan = pt.make_plan(lengths.cuda(), stride, k, workspace=workspace)
+    pt.top_k_page_table_transform(logits, lengths.cuda(), table.cuda(), page_size, k, raw_indices=raw, out=out,
+                                  plan=plan, workspace=workspace)
+    assert_same(out, want, "page table")
+    assert_same(raw, want_raw, "raw indices beside the page table")
 
 
 def stale_cases(stride, k, g):

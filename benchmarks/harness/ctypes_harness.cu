@@ -63,7 +63,7 @@ extern "C" int pt_select(const float* logits, int64_t row_pitch, int rows, int s
 // stride that fits registers launches register_rows_kernel alone, with no plan (persistent_topk.cu).
 extern "C" int pt_launch(const float* logits, int64_t row_pitch, int rows, int stride, const int32_t* lengths, int k,
                          int32_t* out, void* workspace, void* stream) {
-  if (Policy::register_rows(stride)) {
+  if (LaunchShape::register_rows(rows, stride, resident())) {
     if (resident().ctas == 0) return -1;
     Params p = params_of(logits, row_pitch, rows, stride, lengths, k, out, workspace);
     p.plan = PlanView{};
