@@ -490,14 +490,18 @@ def test_every_cluster_size(rows, stride, gen):
 
 
 def test_launch_cluster_sizes():
-    """Few rows: clusters of 8 where rows past kTeamMinLength can be, of 16 where slices of 8 would leave
-    no room to compact; many rows: none below a solo row's length, else the smallest cluster whose
-    slices hold the stride."""
+    """Few rows: none where the stride fits register rows (up to few_register_rows_max_stride), clusters
+    of 8 past it, of 16 where slices of 8 would leave no room to compact; many rows: none below a solo
+    row's length, else the smallest cluster whose slices hold the stride."""
     kernels = pt._backend.require_cuda_kernels()
     like = torch.empty(1, device="cuda")
     few, eight = kernels.team_min_length, kernels.portable_cluster_size
+    widest = kernels.few_register_rows_max_stride
     assert kernels.launch_cluster_size(1, few, like) == 1
-    assert kernels.launch_cluster_size(8, few + 16, like) == eight
+    assert kernels.launch_cluster_size(8, few + 16, like) == 1 and kernels.register_rows_threads(8, few + 16, like)
+    assert kernels.launch_cluster_size(8, widest, like) == 1 and kernels.register_rows_threads(8, widest, like)
+    assert kernels.launch_cluster_size(8, widest + 16, like) == eight
+    assert kernels.launch_cluster_size(300, few + 16, like) == 1 and not kernels.register_rows_threads(300, few + 16, like)
     # 163,840 columns (V3.2 engines): clusters of 16 when slices of 20,480 on 8 CTAs are past team_slice_keys.
     slice_of_eight = -(-163_840 // eight)
     assert kernels.launch_cluster_size(1, 163_840, like) == (eight if slice_of_eight <= kernels.team_slice_keys else 16)
