@@ -194,9 +194,11 @@ struct WorkState {
   FusedIndexWrite fused;  // the row's transform, when the selection writes it (fuses_transform)
   // Plain launches with more rows than CTAs (kPrefetchNext): the row at position `ordinal`, looked up
   // while this one is selected (prefetch_next_row). ahead_stage: 0 idle, 1 its order entry in flight,
-  // 2 its bounds in flight; ahead_row >= 0: its row, window and planned length are ready.
-  int ahead_stage;
-  int ahead_row;
+  // 2 its bounds in flight; ahead_row >= 0: its row, window and planned length are ready. Volatile:
+  // only thread 0 reads them, in branches of its own, and the compiler must not hoist those loads into
+  // every thread while thread 0 rewrites them mid-row (racecheck reported exactly that).
+  volatile int ahead_stage;
+  volatile int ahead_row;
   int32_t ahead_entry, ahead_bound, ahead_start, ahead_planned;
   RowWindow ahead_window;
 };

@@ -758,10 +758,10 @@ def test_rows_looked_up_ahead(gen):
     k, stride, like = 2048, 10_240, torch.empty(1, device="cuda")
     rows = 2 * kernels.resident_ctas(like) + 38
     assert kernels.launch_cluster_size(rows, stride, like) == 1 and kernels.register_rows_threads(rows, stride, like) == 0
+    # (test_each_launch_kind_runs_its_own_kernel checks that such a launch runs the kPrefetchNext
+    # instance; no profiler here, so that compute-sanitizer can run this test.)
     lengths = path_lengths(stride, k, gen, rows)
     logits = make_logits("ties", rows, stride, torch.float32, gen, lengths, device="cuda")
-    names = kernels_of(lambda: pt.top_k_per_row(logits, lengths.cuda(), k))
-    assert "<float, false, true>" in names[-1].replace("(bool)1", "true").replace("(bool)0", "false"), names
     check(logits, lengths, k, what="rows of every path")
     check(logits, lengths, k, by_value=True, what="rows of every path, sorted")
 
