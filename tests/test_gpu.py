@@ -183,8 +183,8 @@ def test_few_rows_register_rows_every_edge(k, dtype, gen):
     """Few rows on the wider register-rows CTAs: at each CTA's largest stride and an odd one inside it, rows
     at every edge (the CTAs' limits, k, the stride) and random lengths, over several launches; 16
     consecutive lengths past 9,000, one per thread's last key offset; garbage past every window; an
-    adversarial distribution per (k, dtype); sorted with values for k = 512; k = 4096 >= stride reads
-    no logit on none of them."""
+    adversarial distribution per (k, dtype); sorted with values for k = 512; k = 4096 (below every stride
+    here) selects from registers like the others."""
     rows = 16
     dist = ALL_NAMES[(REGISTER_ROWS_KS.index(k) * len(DTYPES) + DTYPES.index(dtype) + 3) % len(ALL_NAMES)]
     for stride, threads in FEW_ROWS_STRIDES:
