@@ -205,6 +205,11 @@ struct KeyList {
   };
 };
 
+// What select_in_shared() calls between its phases when the caller has nothing to do there.
+struct NoPhaseHook {
+  __device__ __forceinline__ void operator()(int) const {}
+};
+
 // The top m of a row (row_n keys in all) into `sink`, in index order. This CTA holds n of them in
 // shared memory (the whole row, or its slice when `combine` joins it with the CTAs holding the rest),
 // and ts.hist counts their first digit. `spare` (capacity words) is free shared memory after the keys.
@@ -221,9 +226,9 @@ struct KeyList {
 // kStreamed: a row streamed from global memory (topk_radix_large.cuh: keys unused) comes with a list of
 // its keys already in `spare`, laid out as compaction lays it out and holding the row's top m, and with
 // its first digit counted over that list; the later passes and the write-out run over it.
-struct NoPhaseHook {
-  __device__ __forceinline__ void operator()(int) const {}
-};
+//
+// phase_hook(1) and phase_hook(2) run in thread 0 after the first digit and after the compaction
+// (the persistent kernel's lookup of the next row: dispatch.cuh prefetch_next_row).
 template <class Select, typename T, class Combine, bool kStreamed = false, class PhaseHook = NoPhaseHook>
 __device__ __forceinline__ void select_in_shared(int n, int row_n, int m, const uint32_t* keys,
                                                  typename Select::TempStorage& ts, ColumnOf column_of,
