@@ -36,8 +36,26 @@ struct Threshold {
 // shuffles was a chain of five.
 __device__ __forceinline__ uint32_t warp_sum(uint32_t v) { return __reduce_add_sync(0xFFFFFFFFu, v); }
 
+// The 32-bit shared-window address of a shared object: what the asm helpers below take.
+__device__ __forceinline__ uint32_t shared_address(const void* local) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(local));
+}
 __device__ __forceinline__ void store_shared(uint32_t address, uint32_t value) {
   asm volatile("st.shared.u32 [%0], %1;" ::"r"(address), "r"(value) : "memory");
+}
+// The store only where `predicate` holds, as one predicated instruction (no branch around it).
+__device__ __forceinline__ void store_shared_if(bool predicate, uint32_t address, uint32_t value) {
+  asm volatile(
+      "{\n\t.reg .pred p;\n\tsetp.ne.u32 p, %2, 0;\n\t@p st.shared.u32 [%0], %1;\n\t}" ::"r"(address), "r"(value),
+      "r"(static_cast<uint32_t>(predicate))
+      : "memory");
+}
+// One more in the shared counter at `address` where `predicate` holds, as one predicated reduction.
+__device__ __forceinline__ void count_shared_if(bool predicate, uint32_t address) {
+  asm volatile(
+      "{\n\t.reg .pred p;\n\tsetp.ne.u32 p, %1, 0;\n\t@p red.shared.add.u32 [%0], 1;\n\t}" ::"r"(address),
+      "r"(static_cast<uint32_t>(predicate))
+      : "memory");
 }
 __device__ __forceinline__ int32_t load_shared(uint32_t address) {
   int32_t value;

@@ -520,6 +520,7 @@ __global__ void __launch_bounds__(Policy::kThreads, Policy::kMinBlocksPerSM) per
 // A register-rows launch's row state: uniform, written by thread 0 between barriers.
 struct RegisterRowState {
   RowWindow window;
+  int32_t bound, row_start;  // the words the row's window comes from (RowSource::window_of)
   int planned_length;
   FusedIndexWrite fused;
 };
@@ -547,15 +548,19 @@ __global__ void __launch_bounds__(Cta::kThreads, Cta::kMinBlocksPerSM) register_
   allow_next_grid();
   // With k >= stride every row is n <= k: no logit is read.
   const bool reads_logits = p.source.stride > p.k;
-  // Thread 0: the planned length of the row in `state` against its live one. The planned length is
-  // copied asynchronously beside the window and checked only before the next row (or at the end):
-  // read beside the window, it kept every row ~0.3 us longer (b1-4k 7.98 -> 7.46 us without it).
-  auto check_plan = [&] {
-    if (p.plan.planned_lengths == nullptr) return;  // no plan (a call without one): nothing to check
-    wait_async_copies<0>();
-    check_planned_length(p, NextRow{0, state.window, state.planned_length});
-  };
   for (int r = blockIdx.x; r < p.rows; r += gridDim.x) {
+    // Thread 0 copies the row's bounds and planned length into `state` before the logits' loads are
+    // issued: the keys' conversion waits for the logits, and by then the words are in. Read after the
+    // barrier below, they were a second round trip behind the logits (b1-4k and b8-16k: ~1K cycles,
+    // stamps); the planned length, checked after the next row's loads (or at the end), kept the last
+    // row's thread 0 ~400 cycles longer. Asynchronous copies hold no register across the loads (held
+    // in registers, they made the 16-bit kernels of 16 keys per thread spill).
+    if (threadIdx.x == 0) {
+      copy_async_4(&state.bound, p.source.bounds + p.source.bound_index(r));
+      if (p.source.has_starts()) copy_async_4(&state.row_start, p.source.row_starts + r);
+      if (p.plan.planned_lengths != nullptr) copy_async_4(&state.planned_length, p.plan.planned_lengths + r);
+      commit_async_copies();
+    }
     typename Registers::Keys keys;
     if (reads_logits) Registers::load(static_cast<const T*>(p.logits) + static_cast<int64_t>(r) * p.row_pitch,
                                       p.source.stride, keys);
@@ -563,11 +568,16 @@ __global__ void __launch_bounds__(Cta::kThreads, Cta::kMinBlocksPerSM) register_
     PERSISTENT_TOPK_STAMP(10);
     RowSelect::zero_histogram(select_storage);
     if (threadIdx.x == 0) {
-      if (r != static_cast<int>(blockIdx.x)) check_plan();  // the previous row's
-      state.window = p.source.window(r);
+      wait_async_copies<0>();
+      // Volatile reads: loads the compiler hoisted out of this branch would read the words in every
+      // thread while the copies land (the race session 16 found in the lookup ahead).
+      const int32_t bound = load_shared(shared_address(&state.bound));
+      const int32_t row_start = p.source.has_starts() ? load_shared(shared_address(&state.row_start)) : 0;
+      const RowWindow window = p.source.window_of(r, bound, row_start);
+      state.window = window;
+      // The plan against the live length (STALE); a call without a plan has none to check.
       if (p.plan.planned_lengths != nullptr) {
-        copy_async_4(&state.planned_length, p.plan.planned_lengths + r);
-        commit_async_copies();
+        check_planned_length(p, NextRow{0, window, load_shared(shared_address(&state.planned_length))});
       }
       if (fuses_transform(p)) set_fused_write(p, r, state.fused);
     }
@@ -586,7 +596,6 @@ __global__ void __launch_bounds__(Cta::kThreads, Cta::kMinBlocksPerSM) register_
       finish_row<Cta::kThreads, T>(p.k, p.k, row_output<T>(p, r, w), reinterpret_cast<uint64_t*>(keys_buffer));
     }
   }
-  if (threadIdx.x == 0 && blockIdx.x < static_cast<uint32_t>(p.rows)) check_plan();  // the last row's
   PERSISTENT_TOPK_STAMP(11);
 }
 

@@ -22,14 +22,13 @@
 #include <cstdint>
 #include <cooperative_groups.h>
 
+#include "block_select.cuh"
+
 namespace persistent_topk {
 
-// Distributed shared memory by 32-bit shared::cluster addresses, mapped where they are used: generic
-// 64-bit pointers from map_shared_rank() are loop-invariant, so the compiler hoisted one per CTA of
-// the team and object out of the kernel's loops and spilled them.
-__device__ __forceinline__ uint32_t shared_address(const void* local) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(local));
-}
+// Distributed shared memory by 32-bit shared::cluster addresses (shared_address(), block_select.cuh),
+// mapped where they are used: generic 64-bit pointers from map_shared_rank() are loop-invariant, so
+// the compiler hoisted one per CTA of the team and object out of the kernel's loops and spilled them.
 __device__ __forceinline__ uint32_t cluster_address(const void* local, int rank) {
   uint32_t remote;
   asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(shared_address(local)), "r"(rank));

@@ -49,8 +49,9 @@ struct ShortRowAgent {
 // keeping the row's window (keep_window).
 //
 // Columns past n hold key 0, which no logit has (keys.cuh: 0 would be a NaN, and every NaN is the
-// top key), and which is below every first digit a threshold can take (bin 0 of the first digit holds
-// only NaN bit patterns): they are never counted and never selected.
+// top key). The first digit counts them in bin 0 with the rest (a test per key made each count a
+// branch of its own), below every logit's bin (-inf's key is 0x007FFFFF): the search from the top
+// finds its m < n keys before it, so no threshold falls there and key 0 is never selected.
 template <class Select, typename T, int kKeysPerThread>
 struct RegisterRowAgent {
   static constexpr int kThreads = Select::kThreads;
@@ -105,14 +106,12 @@ struct RegisterRowAgent {
     select(keys, kKeysPerThread * static_cast<int>(threadIdx.x), m, ts, staged, sink);
   }
 
-  // The top m of the keys the CTA holds (thread t's first key is column `first` of the row; key 0 is
-  // no column) into `sink`, as run() says.
+  // The top m of the n > m columns whose keys the CTA holds (thread t's first key is column `first` of
+  // the row; every other key is 0) into `sink`, as run() says.
   __device__ __forceinline__ static void select(Keys& keys, int first, int m, typename Select::TempStorage& ts,
                                                 uint32_t staged, const IndexSink& sink) {
 #pragma unroll
-    for (int j = 0; j < kKeysPerThread; ++j) {
-      if (keys[j] != 0u) Select::count_first_digit(ts, keys[j]);
-    }
+    for (int j = 0; j < kKeysPerThread; ++j) Select::count_first_digit(ts, keys[j]);  // key 0 too: see above
     PERSISTENT_TOPK_STAMP(2);
     __syncthreads();
     Select::find_digit_local(ts, m);  // ends with a barrier
@@ -121,11 +120,13 @@ struct RegisterRowAgent {
     Threshold t{ts.digit << Select::kFirstShift, Select::kDigitBits, m - static_cast<int>(above),
                 at == static_cast<uint32_t>(m) - above};
     if (!t.all_at_selected) {
+      // Predicated counts, as in the first digit's: no branch per key.
+      const uint32_t hist = shared_address(ts.hist);
       auto recount = [&](const Threshold& prefix, int shift, uint32_t digit_mask) {
         const uint32_t mask = prefix.mask();
 #pragma unroll
         for (int j = 0; j < kKeysPerThread; ++j) {
-          if ((keys[j] & mask) == prefix.prefix) atomicAdd(&ts.hist[(keys[j] >> shift) & digit_mask], 1u);
+          count_shared_if((keys[j] & mask) == prefix.prefix, hist + 4u * ((keys[j] >> shift) & digit_mask));
         }
       };
       typename Select::Alone alone;
@@ -150,13 +151,24 @@ struct RegisterRowAgent {
   __device__ __forceinline__ static void emit(const Keys& keys, int first, const Threshold& t, int m,
                                               typename Select::TempStorage& ts, uint32_t staged,
                                               const IndexSink& sink) {
+    // Each key's verdict as one bit of two masks (bit j: keys[j]), computed once: the counts are their
+    // population counts and the staging below reads the bits back. Left to the compiler, the count
+    // pass saved both predicates of every key into a register anyway, two instructions per bit
+    // (SASS), and the staging recomputed the rest. With every key at the threshold selected (the usual
+    // case) they all join `selected` and no tie is cut.
     const uint32_t mask = t.mask();
-    uint32_t counts = 0;
+    uint32_t selected = 0, ties = 0;
 #pragma unroll
     for (int j = 0; j < kKeysPerThread; ++j) {
       const uint32_t masked = keys[j] & mask;
-      counts += masked > t.prefix ? (1u << kAtBits) : (masked == t.prefix ? 1u : 0u);
+      selected |= static_cast<uint32_t>(masked > t.prefix) << j;
+      ties |= static_cast<uint32_t>(masked == t.prefix) << j;
     }
+    if (t.all_at_selected) {
+      selected |= ties;
+      ties = 0;
+    }
+    const uint32_t counts = (static_cast<uint32_t>(__popc(selected)) << kAtBits) | static_cast<uint32_t>(__popc(ties));
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     uint32_t inclusive = counts;
 #pragma unroll
@@ -171,16 +183,25 @@ struct RegisterRowAgent {
     const uint32_t before = warp_sum(lane < warp ? ts.warp_above[lane] : 0u) + inclusive - counts;
     uint32_t above_before = before >> kAtBits, at_before = before & ((1u << kAtBits) - 1u);
     const uint32_t need = static_cast<uint32_t>(t.need);
-    // Branch-free: a selected tie is one of the first `need`, so min(at_before, need) is its rank too.
+    // Predicated stores: as branches, each key's store was a block of its own that rebuilt the thread's
+    // column from its index (SASS).
+    if (t.all_at_selected) {  // uniform: no tie to cut, a key's position is the selected keys before it
 #pragma unroll
-    for (int j = 0; j < kKeysPerThread; ++j) {
-      const uint32_t masked = keys[j] & mask;
-      const bool is_above = masked > t.prefix, is_at = masked == t.prefix;
-      if (is_above || (is_at && at_before < need)) {
-        store_shared(staged + 4u * (above_before + min(at_before, need)), first + j);
+      for (int j = 0; j < kKeysPerThread; ++j) {
+        const bool is_selected = (selected >> j) & 1u;
+        store_shared_if(is_selected, staged + 4u * above_before, static_cast<uint32_t>(first + j));
+        above_before += is_selected;
       }
-      above_before += is_above;
-      at_before += is_at;
+    } else {
+      // A selected tie is one of the first `need`, so min(at_before, need) is its rank too.
+#pragma unroll
+      for (int j = 0; j < kKeysPerThread; ++j) {
+        const bool is_above = (selected >> j) & 1u, is_at = (ties >> j) & 1u;
+        store_shared_if(is_above || (is_at && at_before < need), staged + 4u * (above_before + min(at_before, need)),
+                        static_cast<uint32_t>(first + j));
+        above_before += is_above;
+        at_before += is_at;
+      }
     }
     __syncthreads();
     PERSISTENT_TOPK_STAMP(13);
