@@ -9,8 +9,8 @@ every path's code, so the cost of fetching cold instructions shows apart from co
 holding two back-to-back launches (the second runs with warm code and L2).
 Each launch is a call as the op makes it without a plan (the plan kernel, then the kernel); with
 PT_PLAN_ONCE=1, the kernel alone with a plan made once before (as a decode step's layers call it).
-PT_QUICK=1 times only the flushed graph ("flush"). PT_CASES="name=rows:length:stride;..." adds cases of
-uniform rows. PT_ROUNDS=n repeats everything n times. PT_NARROW=1
+PT_QUICK=1 times only the flushed graph ("flush"). PT_CASES="name=rows:length:stride;..." adds cases
+(length: one for every row, or lo..hi log-uniform). PT_ROUNDS=n repeats everything n times. PT_NARROW=1
 gives each case the stride of its longest row (engine-wide buffers against narrow ones). PT_NO_PDL=1
 launches without programmatic dependent launch. PT_STAMPS=1 (a build with -DPERSISTENT_TOPK_STAMPS)
 prints phase stamps and the launch's in-GPU span.
@@ -66,11 +66,17 @@ def main():
     libdir = Path(sys.argv[1])
     wanted = sys.argv[2:]
     cases = [c for c in suite.cases() if not wanted or any(w in c["name"] for w in wanted)]
-    # PT_CASES="r8-12k=8:12288:12288;..." adds cases of uniform rows: name=rows:length:stride.
+    # PT_CASES="r8-12k=8:12288:12288;m128=128:1024..8192:8192" adds cases: name=rows:length:stride, the
+    # length one for every row or lo..hi for log-uniform lengths (as the suite draws them).
     for spec in filter(None, os.environ.get("PT_CASES", "").split(";")):
         name, shape = spec.split("=")
-        rows, length, stride = (int(v) for v in shape.split(":"))
-        cases.append({"name": name, "rows": rows, "lengths": {"uniform": length}, "stride": stride})
+        rows, length, stride = shape.split(":")
+        if ".." in length:
+            lo, hi = (int(v) for v in length.split(".."))
+            lengths = {"loguniform": [lo, hi], "seed": 7}
+        else:
+            lengths = {"uniform": int(length)}
+        cases.append({"name": name, "rows": int(rows), "lengths": lengths, "stride": int(stride)})
     gen = torch.Generator(device="cuda").manual_seed(1)
     data = []
     for case in cases:
