@@ -137,8 +137,9 @@ cudaError_t resident_limits(ResidentLimits* limits) {
 //  - rows for at least half the grid's CTAs and a stride past Policy::kStreamMinStride: a plain launch,
 //    every row on one CTA, the long ones streamed from global memory (StreamingRowAgent);
 //  - either way a plain launch (no cluster) where the stride leaves no row long enough to split;
-//  - a stride that fits registers (LaunchShape::register_rows: up to 4,096, or 16,384 with few rows): a
-//    plain launch of register_rows_kernel, on the narrowest CTA that holds the stride.
+//  - a stride that fits registers (LaunchShape::register_rows: up to 4,096; 8,192 with a wave of rows;
+//    16,384 with few rows): a plain launch of register_rows_kernel, on the narrowest CTA that holds the
+//    stride.
 // The grid: min(resident clusters, rows) clusters, else min(resident CTAs, rows) plain CTAs, spread
 // by the hardware over all SMs; a larger grid would only start CTAs with nothing to do.
 struct LaunchShape {
@@ -150,11 +151,14 @@ struct LaunchShape {
   __host__ static bool few_rows(int64_t rows, const ResidentLimits& resident) {
     return rows <= resident.clusters_of(Policy::kPortableClusterSize);
   }
-  // Whether a launch of (rows, stride) runs register_rows_kernel (Policy::kRegisterRowsMaxStride,
-  // kFewRegisterRowsMaxStride).
+  // Whether a launch of (rows, stride) runs register_rows_kernel: every stride up to
+  // Policy::kRegisterRowsMaxStride; up to kWaveRegisterRowsMaxStride as many rows as its CTA holds at
+  // once; up to kFewRegisterRowsMaxStride few rows.
   __host__ static bool register_rows(int64_t rows, int64_t stride, const ResidentLimits& resident) {
-    return stride <= Policy::kRegisterRowsMaxStride ||
-           (stride <= Policy::kFewRegisterRowsMaxStride && few_rows(rows, resident));
+    if (stride <= Policy::kRegisterRowsMaxStride) return true;
+    if (stride > Policy::kFewRegisterRowsMaxStride) return false;
+    return few_rows(rows, resident) || (stride <= Policy::kWaveRegisterRowsMaxStride &&
+                                        rows <= resident.register_rows_ctas[Policy::register_rows_cta(stride)]);
   }
   __host__ static int cluster_size_of(int64_t rows, int64_t stride, const ResidentLimits& resident) {
     const bool few = few_rows(rows, resident);

@@ -63,6 +63,15 @@ int64_t register_rows_threads(int64_t rows, int64_t stride, const at::Tensor& li
   return kRegisterRowsThreads[Policy::register_rows_cta(stride)];
 }
 
+// The register_rows_kernel CTAs for this stride resident at once on like's device (0 past
+// few_register_rows_max_stride): a launch of up to as many rows of a stride up to
+// wave_register_rows_max_stride runs that kernel.
+int64_t register_rows_resident_ctas(int64_t stride, const at::Tensor& like) {
+  const c10::cuda::CUDAGuard guard(like.device());
+  if (stride > Policy::kFewRegisterRowsMaxStride) return 0;
+  return limits_for_device<float>(like.get_device()).register_rows_ctas[Policy::register_rows_cta(stride)];
+}
+
 // The CTAs per cluster of a launch of this shape on like's device (1: a plain launch). The launch
 // shape of every dtype is the float32 kernel's (the three compile to the same resources), so that one
 // plan serves them all.
@@ -257,6 +266,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "CTAs per cluster of a launch of (rows, stride) on logits' device (1: a plain launch, no team rows)");
   m.def("register_rows_threads", &persistent_topk::register_rows_threads,
         "Threads per CTA of the register_rows_kernel a launch of (rows, stride) runs on like's device (0: none)");
+  m.def("register_rows_resident_ctas", &persistent_topk::register_rows_resident_ctas,
+        "register_rows_kernel CTAs for a stride resident at once on like's device (0: no such kernel)");
   m.def("plan_bytes", &persistent_topk::plan_bytes, "Plan buffer bytes for rows");
   m.def("make_plan", &persistent_topk::make_plan, "Launch the plan kernel into a plan buffer");
   m.def("select_rows", &persistent_topk::select_rows,
@@ -266,6 +277,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("register_max_keys") = persistent_topk::Policy::kRegisterMaxKeys;
   m.attr("register_rows_max_stride") = persistent_topk::Policy::kRegisterRowsMaxStride;
   m.attr("few_register_rows_max_stride") = persistent_topk::Policy::kFewRegisterRowsMaxStride;
+  m.attr("wave_register_rows_max_stride") = persistent_topk::Policy::kWaveRegisterRowsMaxStride;
   m.attr("stream_min_keys") = persistent_topk::Policy::kStreamMinKeys;
   m.attr("stream_min_stride") = persistent_topk::Policy::kStreamMinStride;
   m.attr("solo_max_keys") = persistent_topk::Policy::kSoloMaxKeys;

@@ -60,10 +60,11 @@ struct Policy {
   // instead of two, with none of the work queue's code around it (b256-4k 12.0 -> 11.0 us, b1-4k 8.4
   // -> 8.0). Every launch of a stride up to 4,096 does; launches of few rows (LaunchShape::few_rows)
   // up to 16,384 as well, where a CTA of registers beats the teams of clusters those rows took (8 rows
-  // of 8,192: 14.7 -> 10.9 us, of 12,288: 13.2 -> 12.4, decode-uniform-b8-16k 14.7 -> 12.9). Not once
-  // the rows fill the SMs: there a 512-thread CTA per row in shared memory is as fast or faster (2,048
-  // rows of 7K at a stride of 8,192: 68 vs 79 us; decode-uniform-b128-16k 15.3 vs 16.2), since every
-  // pass of the register path runs over all 16 keys of every thread. The CTA is the narrowest of the
+  // of 8,192: 14.7 -> 10.9 us, of 12,288: 13.2 -> 12.4, decode-uniform-b8-16k 14.7 -> 12.9), and up
+  // to 8,192 a wave of rows (kWaveRegisterRowsMaxStride). Not for more rows than that: there a
+  // 512-thread CTA per row in shared memory is faster (2,048 rows of 7K at a stride of 8,192: 68 vs 79
+  // us), since every pass of the register path runs over all 16 keys of every thread and a CTA of
+  // registers cannot load its next row during the current one. The CTA is the narrowest of the
   // three that holds the stride, so that rows as long as it keep every thread busy (16 keys per thread
   // on 4K rows: 10-20% slower, half the threads idle; 8K rows on 1024 threads: 8 rows 12.0 us against
   // 10.9 on 512).
@@ -72,6 +73,12 @@ struct Policy {
   using RegisterRowsWide = RegisterRowsCta<1024, 16, 1>;                                        // <= 16,384
   static constexpr long long kRegisterRowsMaxStride = RegisterRowsNarrow::kMaxStride;
   static constexpr long long kFewRegisterRowsMaxStride = RegisterRowsWide::kMaxStride;
+  // Launches of a stride up to this take the 512 x 16 CTA for as many rows as it holds at once (one
+  // wave: two CTAs per SM) too, not only few rows: faster than a 512-thread CTA per row in shared memory
+  // on every shape measured, mixed lengths included (128 rows of 1K..8K 12.3 -> 11.0 us, 256 of 8K 16.5
+  // -> 14.4, 256 of 2K..6K 13.4 -> 13.1). Not the 1024 x 16 CTA: a register row loads and passes over
+  // the whole stride, and 128 rows of 1K..16K in a buffer of 16K took 16.4 us against 15.6.
+  static constexpr long long kWaveRegisterRowsMaxStride = RegisterRowsMedium::kMaxStride;
   // Which of the three CTAs a register-rows launch of this stride runs (0 narrow, 1 medium, 2 wide).
   __host__ __device__ static constexpr int register_rows_cta(long long stride) {
     return stride <= RegisterRowsNarrow::kMaxStride ? 0 : stride <= RegisterRowsMedium::kMaxStride ? 1 : 2;

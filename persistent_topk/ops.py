@@ -11,8 +11,9 @@ All four ops lower to one custom op, ``persistent_topk::select_rows``, registere
 with a fake implementation, so torch.compile(fullgraph=True) traces them. CUDA tensors run the
 persistent kernel of csrc/: with ``plan=`` (from make_plan, once per decode step) a call is exactly one
 kernel launch; without one the op plans itself first (two launches), except where the stride fits
-registers (at most 4,096 columns, or 16,384 for a few rows, no more than the clusters of 8 CTAs the GPU
-holds at once: there the kernel needs no plan and a call is one launch). CPU tensors run
+registers (at most 4,096 columns; 8,192 for no more rows than the GPU holds such CTAs at once, 264 on an
+H200; 16,384 for a few rows, no more than the clusters of 8 CTAs the GPU holds at once: there the
+kernel needs no plan and a call is one launch). CPU tensors run
 persistent_topk.reference, the oracle the kernel is tested against.
 """
 from __future__ import annotations

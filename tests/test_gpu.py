@@ -155,7 +155,8 @@ def test_register_rows_launch_every_length(k, dtype, gen):
 
 # Launches of few rows (no more than the clusters of 8 resident at once) whose stride is past
 # register_rows_max_stride, up to few_register_rows_max_stride, run register_rows_kernel too, on a CTA of
-# 512 threads x 16 keys (strides up to 8,192) or 1,024 x 16 (up to 16,384): csrc/policy.cuh.
+# 512 threads x 16 keys (strides up to 8,192) or 1,024 x 16 (up to 16,384): csrc/policy.cuh. Up to
+# wave_register_rows_max_stride, launches of a wave of rows (as many as those CTAs resident at once) too.
 FEW_ROWS_STRIDES = [(8192, 512), (6001, 512), (16_384, 1024), (12_345, 1024)]
 
 
@@ -198,16 +199,21 @@ def test_few_rows_register_rows_every_edge(k, dtype, gen):
 
 def test_few_rows_register_rows_launch_kernels(gen):
     """Few rows of a stride past register_rows_max_stride launch register_rows_kernel on the narrowest CTA
-    that holds the stride, one kernel with a plan or without; one row more than few, or one column past
-    few_register_rows_max_stride, the persistent kernel behind its own plan kernel."""
+    that holds the stride, one kernel with a plan or without, and so does a wave of rows (as many as the
+    CTA's resident at once) of a stride up to wave_register_rows_max_stride; one row more than few past
+    that stride, one row more than a wave up to it, or one column past few_register_rows_max_stride, the
+    persistent kernel behind its own plan kernel. Every launch exact, at every edge of its lengths."""
     kernels = pt._backend.require_cuda_kernels()
     k, like = 2048, torch.empty(1, device="cuda")
     few = kernels.launch_grid(like) // kernels.portable_cluster_size
-    widest = kernels.few_register_rows_max_stride
+    widest, wave_stride = kernels.few_register_rows_max_stride, kernels.wave_register_rows_max_stride
+    wave = kernels.register_rows_resident_ctas(wave_stride, like)
+    assert wave > few and kernels.register_rows_resident_ctas(widest + 1, like) == 0
     shapes = [(few, register_rows_stride() + 1, "RegisterRowsCta<512, 16, 2>", 1),
               (few, 8192, "RegisterRowsCta<512, 16, 2>", 1), (few, 8193, "RegisterRowsCta<1024, 16, 1>", 1),
-              (3, widest, "RegisterRowsCta<1024, 16, 1>", 1), (few + 1, 8192, "persistent_topk_kernel", 2),
-              (3, widest + 1, "persistent_topk_kernel", 2)]
+              (3, widest, "RegisterRowsCta<1024, 16, 1>", 1), (few + 1, wave_stride, "RegisterRowsCta<512, 16, 2>", 1),
+              (wave, wave_stride, "RegisterRowsCta<512, 16, 2>", 1), (wave + 1, wave_stride, "persistent_topk_kernel", 2),
+              (few + 1, wave_stride + 1, "persistent_topk_kernel", 2), (3, widest + 1, "persistent_topk_kernel", 2)]
     for rows, stride, kernel, unplanned in shapes:
         logits = make_logits("normal", rows, stride, torch.float32, gen, device="cuda")
         lengths = tier_lengths(stride, k, gen, rows).cuda()
@@ -490,9 +496,10 @@ def test_every_cluster_size(rows, stride, gen):
 
 
 def test_launch_cluster_sizes():
-    """Few rows: none where the stride fits register rows (up to few_register_rows_max_stride), clusters
-    of 8 past it, of 16 where slices of 8 would leave no room to compact; many rows: none below a solo
-    row's length, else the smallest cluster whose slices hold the stride."""
+    """Few rows: none where the stride fits register rows (up to few_register_rows_max_stride; a wave of
+    rows up to wave_register_rows_max_stride), clusters of 8 past it, of 16 where slices of 8 would leave
+    no room to compact; many rows: none below a solo row's length, else the smallest cluster whose slices
+    hold the stride."""
     kernels = pt._backend.require_cuda_kernels()
     like = torch.empty(1, device="cuda")
     few, eight = kernels.team_min_length, kernels.portable_cluster_size
@@ -501,7 +508,10 @@ def test_launch_cluster_sizes():
     assert kernels.launch_cluster_size(8, few + 16, like) == 1 and kernels.register_rows_threads(8, few + 16, like)
     assert kernels.launch_cluster_size(8, widest, like) == 1 and kernels.register_rows_threads(8, widest, like)
     assert kernels.launch_cluster_size(8, widest + 16, like) == eight
-    assert kernels.launch_cluster_size(300, few + 16, like) == 1 and not kernels.register_rows_threads(300, few + 16, like)
+    wave = kernels.register_rows_resident_ctas(few + 16, like)
+    assert kernels.launch_cluster_size(wave, few + 16, like) == 1 and kernels.register_rows_threads(wave, few + 16, like)
+    assert kernels.launch_cluster_size(wave + 1, few + 16, like) == 1
+    assert not kernels.register_rows_threads(wave + 1, few + 16, like)
     # 163,840 columns (V3.2 engines): clusters of 16 when slices of 20,480 on 8 CTAs are past team_slice_keys.
     slice_of_eight = -(-163_840 // eight)
     assert kernels.launch_cluster_size(1, 163_840, like) == (eight if slice_of_eight <= kernels.team_slice_keys else 16)
