@@ -341,12 +341,15 @@ def test_register_rows_graph_replay_and_stale_plan(rows, stride, gen):
 
 def test_register_rows_launch_is_one_kernel_of_its_own(gen):
     """A stride that fits registers launches register_rows_kernel, one kernel with a plan or without
-    (it needs none of its own); one column wider, the persistent kernel, behind its own plan kernel
-    when it has no plan."""
+    (it needs none of its own), whatever the rows; one column wider and more rows than the wider CTA
+    holds at once (a wave: test_few_rows_register_rows_launch_kernels), the persistent kernel, behind
+    its own plan kernel when it has no plan."""
     k = 2048
-    for stride, kernel, unplanned in ((register_rows_stride(), "register_rows_kernel", 1),
-                                      (register_rows_stride() + 1, "persistent_topk_kernel", 2)):
-        rows = 64
+    kernels = pt._backend.require_cuda_kernels()
+    wider = register_rows_stride() + 1
+    beyond_wave = kernels.register_rows_resident_ctas(wider, torch.empty(1, device="cuda")) + 1
+    for stride, rows, kernel, unplanned in ((register_rows_stride(), beyond_wave, "register_rows_kernel", 1),
+                                            (wider, beyond_wave, "persistent_topk_kernel", 2)):
         logits = make_logits("normal", rows, stride, torch.float32, gen, device="cuda")
         lengths = path_lengths(stride, k, gen, rows).cuda()
         out = torch.empty((rows, k), dtype=I32, device="cuda")
