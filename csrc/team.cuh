@@ -168,6 +168,14 @@ struct Team {
       }
     }
   }
+  // Words [word, word + 4) of exchange x to team CTA `to` alone. Called for every `to` by as many
+  // threads: a message is one store, whatever its size, and the SM issues them at a rate of about one
+  // a cycle, so an exchange of 16-byte messages completes about 4x sooner than one of words.
+  __device__ __forceinline__ void send_to(const Exchange& x, int to, int word, uint4 value) const {
+    const int cta = base() + to;
+    push(cluster_address(&team_mailbox.words[x.slot][rank()][word], cta), value,
+         cluster_address(&team_mailbox.arrived[x.slot], cta));
+  }
   // Until every CTA's words of exchange x are here.
   __device__ __forceinline__ void wait(const Exchange& x) const {
     wait_phase(shared_address(&team_mailbox.arrived[x.slot]), x.phase);
@@ -181,7 +189,7 @@ struct Team {
   __device__ __forceinline__ uint2 lower_ranks_total(uint32_t above, uint32_t at) {
     if (size == 1) return make_uint2(0, 0);
     const Exchange x = begin_exchange(4);
-    if (threadIdx.x == 0) send(x, 0, make_uint4(above, at, team_mailbox.leader_word_out, 0u));
+    if (static_cast<int>(threadIdx.x) < size) send_to(x, threadIdx.x, 0, make_uint4(above, at, team_mailbox.leader_word_out, 0u));
     wait(x);
     const int lane = threadIdx.x % 32;
     const uint32_t* from = received(x, lane < kMaxSize ? lane : 0);

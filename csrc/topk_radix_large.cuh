@@ -65,8 +65,12 @@ struct TeamCombine {
     uint32_t sum = c.x + c.y + c.z + c.w;
 #pragma unroll
     for (int offset = 1; offset < kGroupBins / 4; offset <<= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, offset);
+    // Each warp's four groups in one 16-byte message to each CTA: lanes 0, 8, 16 and 24 hold them.
+    const uint4 warp_groups = make_uint4(__shfl_sync(0xFFFFFFFFu, sum, 0), __shfl_sync(0xFFFFFFFFu, sum, 8),
+                                         __shfl_sync(0xFFFFFFFFu, sum, 16), __shfl_sync(0xFFFFFFFFu, sum, 24));
     const Exchange groups = team.begin_exchange(kGroups);
-    if (threadIdx.x % (kGroupBins / 4) == 0) team.send(groups, threadIdx.x / (kGroupBins / 4), sum);
+    const int lane = threadIdx.x % 32;
+    if (lane < team.size) team.send_to(groups, lane, 4 * (threadIdx.x / 32), warp_groups);
   }
 
   // The digit whose bin holds the need-th largest key of the team's histogram (ts.hist of every CTA
@@ -109,7 +113,18 @@ struct TeamCombine {
       above = __shfl_sync(0xFFFFFFFFu, above, owner);
       // Bins of that group from the top: lane l holds bin group * 32 + 31 - l.
       const uint32_t bin = group * kGroupBins + kGroupBins - 1 - lane;
-      team.send(bins_exchange, lane, ts.hist[bin]);
+      const uint32_t bin_count = ts.hist[bin];
+      // The 32 bins as eight 16-byte messages to each CTA: lane l sends messages l / 16, + 2, + 4, + 6
+      // to CTA l % 16.
+#pragma unroll
+      for (int i = 0; i < kGroupBins / 8; ++i) {
+        const int message = lane / 16 + 2 * i;
+        const uint4 words = make_uint4(__shfl_sync(0xFFFFFFFFu, bin_count, 4 * message),
+                                       __shfl_sync(0xFFFFFFFFu, bin_count, 4 * message + 1),
+                                       __shfl_sync(0xFFFFFFFFu, bin_count, 4 * message + 2),
+                                       __shfl_sync(0xFFFFFFFFu, bin_count, 4 * message + 3));
+        if (lane % 16 < team.size) team.send_to(bins_exchange, lane % 16, 4 * message, words);
+      }
       team.wait(bins_exchange);
       uint32_t count = 0;
 #pragma unroll
