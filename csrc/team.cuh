@@ -42,6 +42,11 @@ __device__ __forceinline__ void push(uint32_t remote, uint32_t value, uint32_t r
                "r"(remote_barrier)
                : "memory");
 }
+__device__ __forceinline__ void push(uint32_t remote, uint2 value, uint32_t remote_barrier) {
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.u32 [%0], {%1, %2}, [%3];" ::"r"(remote),
+               "r"(value.x), "r"(value.y), "r"(remote_barrier)
+               : "memory");
+}
 __device__ __forceinline__ void push(uint32_t remote, uint4 value, uint32_t remote_barrier) {
   asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.u32 [%0], {%1, %2, %3, %4}, [%5];" ::"r"(
                    remote),
@@ -168,10 +173,12 @@ struct Team {
       }
     }
   }
-  // Words [word, word + 4) of exchange x to team CTA `to` alone. Called for every `to` by as many
-  // threads: a message is one store, whatever its size, and the SM issues them at a rate of about one
-  // a cycle, so an exchange of 16-byte messages completes about 4x sooner than one of words.
-  __device__ __forceinline__ void send_to(const Exchange& x, int to, int word, uint4 value) const {
+  // Words [word, word + 2 or 4) of exchange x to team CTA `to` alone, called for every `to` by as many
+  // threads. An exchange costs about a cycle per message, whatever its size: a histogram's 64 group
+  // counts sent as 1,024 one-word messages took ~1.35K cycles (stamps, b1-128k), as 256 16-byte ones
+  // ~0.73K; so the team sends 8- and 16-byte messages (docs/perf-notes.md, session 19).
+  template <typename Words>
+  __device__ __forceinline__ void send_to(const Exchange& x, int to, int word, const Words& value) const {
     const int cta = base() + to;
     push(cluster_address(&team_mailbox.words[x.slot][rank()][word], cta), value,
          cluster_address(&team_mailbox.arrived[x.slot], cta));
@@ -189,7 +196,7 @@ struct Team {
   __device__ __forceinline__ uint2 lower_ranks_total(uint32_t above, uint32_t at) {
     if (size == 1) return make_uint2(0, 0);
     const Exchange x = begin_exchange(4);
-    if (static_cast<int>(threadIdx.x) < size) send_to(x, threadIdx.x, 0, make_uint4(above, at, team_mailbox.leader_word_out, 0u));
+    if (threadIdx.x == 0) send(x, 0, make_uint4(above, at, team_mailbox.leader_word_out, 0u));
     wait(x);
     const int lane = threadIdx.x % 32;
     const uint32_t* from = received(x, lane < kMaxSize ? lane : 0);

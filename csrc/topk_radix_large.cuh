@@ -39,6 +39,9 @@ struct TeamSlices {
   }
 };
 
+// A team CTA's group counts on their way out (TeamCombine::publish), four words per warp.
+__shared__ alignas(16) uint32_t team_groups_staged[TeamMailbox::kWords];
+
 // How the CTAs of a team combine what they count: BlockSelect's Combine (block_select.cuh) over the
 // team's exchanges (team.cuh). A team of one (a solo row, or a team row a stale plan left to one CTA)
 // combines nothing, with one runtime branch, so that solo rows and team rows share one copy of the
@@ -65,12 +68,17 @@ struct TeamCombine {
     uint32_t sum = c.x + c.y + c.z + c.w;
 #pragma unroll
     for (int offset = 1; offset < kGroupBins / 4; offset <<= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, offset);
-    // Each warp's four groups in one 16-byte message to each CTA: lanes 0, 8, 16 and 24 hold them.
-    const uint4 warp_groups = make_uint4(__shfl_sync(0xFFFFFFFFu, sum, 0), __shfl_sync(0xFFFFFFFFu, sum, 8),
-                                         __shfl_sync(0xFFFFFFFFu, sum, 16), __shfl_sync(0xFFFFFFFFu, sum, 24));
+    // Each warp's four groups (in lanes 0, 8, 16 and 24) in two 8-byte messages to each CTA, staged in
+    // shared memory: lanes 0..15 send the first pair, 16..31 the second. (16-byte messages, or pairs
+    // gathered by shuffles, held more registers, and the kernel spilled.)
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane % (kGroupBins / 4) == 0) team_groups_staged[4 * warp + lane / (kGroupBins / 4)] = sum;
+    __syncwarp();
     const Exchange groups = team.begin_exchange(kGroups);
-    const int lane = threadIdx.x % 32;
-    if (lane < team.size) team.send_to(groups, lane, 4 * (threadIdx.x / 32), warp_groups);
+    const int pair = 4 * warp + 2 * (lane / 16);
+    if (lane % 16 < team.size) {
+      team.send_to(groups, lane % 16, pair, *reinterpret_cast<const uint2*>(&team_groups_staged[pair]));
+    }
   }
 
   // The digit whose bin holds the need-th largest key of the team's histogram (ts.hist of every CTA
@@ -111,24 +119,21 @@ struct TeamCombine {
       const int owner = __ffs(__ballot_sync(0xFFFFFFFFu, upper || lower)) - 1;
       group = __shfl_sync(0xFFFFFFFFu, group, owner);
       above = __shfl_sync(0xFFFFFFFFu, above, owner);
-      // Bins of that group from the top: lane l holds bin group * 32 + 31 - l.
-      const uint32_t bin = group * kGroupBins + kGroupBins - 1 - lane;
-      const uint32_t bin_count = ts.hist[bin];
-      // The 32 bins as eight 16-byte messages to each CTA: lane l sends messages l / 16, + 2, + 4, + 6
-      // to CTA l % 16.
-#pragma unroll
-      for (int i = 0; i < kGroupBins / 8; ++i) {
-        const int message = lane / 16 + 2 * i;
-        const uint4 words = make_uint4(__shfl_sync(0xFFFFFFFFu, bin_count, 4 * message),
-                                       __shfl_sync(0xFFFFFFFFu, bin_count, 4 * message + 1),
-                                       __shfl_sync(0xFFFFFFFFu, bin_count, 4 * message + 2),
-                                       __shfl_sync(0xFFFFFFFFu, bin_count, 4 * message + 3));
-        if (lane % 16 < team.size) team.send_to(bins_exchange, lane % 16, 4 * message, words);
+      // The group's 32 bins, in ascending order, as eight 16-byte messages to each CTA: lane l sends
+      // messages l / 16, + 2, + 4, + 6 to CTA l % 16.
+      const uint32_t* group_bins = &ts.hist[group * kGroupBins];
+#pragma unroll 1
+      for (int message = lane / 16; message < kGroupBins / 4; message += 2) {
+        if (lane % 16 < team.size) {
+          team.send_to(bins_exchange, lane % 16, 4 * message, *reinterpret_cast<const uint4*>(group_bins + 4 * message));
+        }
       }
+      // Lane l: bin group * 32 + 31 - l (from the top).
+      const uint32_t bin = group * kGroupBins + kGroupBins - 1 - lane;
       team.wait(bins_exchange);
       uint32_t count = 0;
 #pragma unroll
-      for (int r = 0; r < Team::kMaxSize; ++r) count += r < team.size ? Team::received(bins_exchange, r)[lane] : 0u;
+      for (int r = 0; r < Team::kMaxSize; ++r) count += r < team.size ? Team::received(bins_exchange, r)[kGroupBins - 1 - lane] : 0u;
       const uint32_t running = above + Select::exclusive_from_top(count, lane);
       if (running < static_cast<uint32_t>(need) && running + count >= static_cast<uint32_t>(need)) {
         ts.digit = bin;
