@@ -160,28 +160,29 @@ struct Team {
     const uint32_t e = exchanges() - 1u;
     return Exchange{static_cast<int>(e & 1u), (e >> 1) & 1u};
   }
-  // This CTA's words from `word` of exchange x (one uint32_t, or four in a uint4), to every CTA of the
-  // team.
+  // Words [word, word + 1, 2 or 4) of exchange x (a uint32_t, uint2 or uint4), from team CTA `from`
+  // into cluster CTA `cta`'s mailbox.
+  template <typename Words>
+  __device__ __forceinline__ static void push_words(const Exchange& x, int from, int cta, int word, const Words& value) {
+    push(cluster_address(&team_mailbox.words[x.slot][from][word], cta), value,
+         cluster_address(&team_mailbox.arrived[x.slot], cta));
+  }
+  // This CTA's words from `word` of exchange x to team CTA `to`. The SM issues remote stores one at a
+  // time, so a message of 16 bytes costs about what one of 4 does: the team's exchanges send 8- and
+  // 16-byte messages, spread over a warp's lanes (publishing a histogram's 64 group counts: ~1.35K
+  // cycles as 1,024 one-word messages a CTA, ~0.73K as 256 16-byte ones; docs/perf-notes.md, session 19).
+  template <typename Words>
+  __device__ __forceinline__ void send_to(const Exchange& x, int to, int word, const Words& value) const {
+    push_words(x, rank(), base() + to, word, value);
+  }
+  // The same words to every CTA of the team, from one thread.
   template <typename Words>
   __device__ __forceinline__ void send(const Exchange& x, int word, const Words& value) const {
     const int me = rank(), first = base();
 #pragma unroll
-    for (int r = 0; r < kMaxSize; ++r) {
-      if (r < size) {
-        push(cluster_address(&team_mailbox.words[x.slot][me][word], first + r), value,
-             cluster_address(&team_mailbox.arrived[x.slot], first + r));
-      }
+    for (int to = 0; to < kMaxSize; ++to) {
+      if (to < size) push_words(x, me, first + to, word, value);
     }
-  }
-  // Words [word, word + 2 or 4) of exchange x to team CTA `to` alone, called for every `to` by as many
-  // threads. An exchange costs about a cycle per message, whatever its size: a histogram's 64 group
-  // counts sent as 1,024 one-word messages took ~1.35K cycles (stamps, b1-128k), as 256 16-byte ones
-  // ~0.73K; so the team sends 8- and 16-byte messages (docs/perf-notes.md, session 19).
-  template <typename Words>
-  __device__ __forceinline__ void send_to(const Exchange& x, int to, int word, const Words& value) const {
-    const int cta = base() + to;
-    push(cluster_address(&team_mailbox.words[x.slot][rank()][word], cta), value,
-         cluster_address(&team_mailbox.arrived[x.slot], cta));
   }
   // Until every CTA's words of exchange x are here.
   __device__ __forceinline__ void wait(const Exchange& x) const {

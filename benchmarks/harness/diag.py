@@ -40,7 +40,7 @@ def print_stamps(lib, graph):
     torch.cuda.synchronize()
     if lib.pt_stamps(stamps, 256) != 0:
         return
-    for cta in range(8):
+    for cta in range(int(os.environ.get("PT_STAMP_CTAS", "8"))):  # at most csrc/stamps.cuh's kStampCtas
         row = [stamps[cta * 16 + s] for s in range(16)]
         base = row[0]
         print(f"    cta {cta}: " + " ".join(f"{s}:{(v - base) if v >= base else -1}" for s, v in enumerate(row) if v))
